@@ -1,0 +1,140 @@
+"""The ``omni-rtc`` command: ``serve`` (the bridge) and ``emulator`` (a local realtime service)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .log import setup_logging
+
+
+def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "emulator",
+        help="run the offline emulator of the Qwen-Omni Realtime service",
+        description="A local WebSocket server that speaks the DashScope realtime protocol: "
+        "clients connect to ws://HOST:PORT/api-ws/v1/realtime?model=MODEL.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default %(default)s)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OMNI_RTC_EMULATOR_API_KEY"),
+        help="require this Bearer key (env OMNI_RTC_EMULATOR_API_KEY; default: accept any)",
+    )
+    p.add_argument(
+        "--reply",
+        choices=("echo", "tone"),
+        default="echo",
+        help="echo the user's utterance back, or answer with a tone (default echo)",
+    )
+    p.add_argument("--tone-seconds", type=float, default=3.0, help="length of tone replies")
+    p.add_argument(
+        "--reply-speed",
+        type=float,
+        default=4.0,
+        help="send reply audio this many times faster than real time (default 4)",
+    )
+    p.add_argument(
+        "--reply-delay",
+        type=float,
+        default=0.2,
+        help="seconds of 'thinking' before the first reply audio (default 0.2)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="close a session after this many seconds without a response (default 300)",
+    )
+    p.add_argument(
+        "--max-session",
+        type=float,
+        default=7200.0,
+        help="close a session after this many seconds (default 7200 = 120 min)",
+    )
+    p.add_argument(
+        "--drop-after",
+        type=float,
+        default=None,
+        help="fault: abort each connection after this many seconds",
+    )
+    p.add_argument(
+        "--drop-mid-reply",
+        action="store_true",
+        help="fault: abort the connection halfway through the first reply",
+    )
+    p.add_argument("--reject-auth", action="store_true", help="fault: refuse every key with 401")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from .emulator import Emulator, EmulatorConfig
+
+    setup_logging(args.log_level, secrets=[args.api_key] if args.api_key else [])
+    config = EmulatorConfig(
+        api_key=args.api_key,
+        reject_auth=args.reject_auth,
+        reply=args.reply,
+        tone_seconds=args.tone_seconds,
+        reply_speed=args.reply_speed,
+        reply_delay_s=args.reply_delay,
+        idle_timeout_s=args.idle_timeout,
+        max_session_s=args.max_session,
+        drop_after_s=args.drop_after,
+        drop_mid_reply=args.drop_mid_reply,
+    )
+    emulator = Emulator(config, host=args.host, port=args.port)
+    print(f"omni-rtc emulator on {emulator.url}?model=qwen-omni-turbo-realtime", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(emulator.serve_forever())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omni-rtc",
+        description="Talk to Qwen-Omni Realtime (and other OpenAI-Realtime-style models) "
+        "from a browser over WebRTC.",
+    )
+    parser.add_argument("--version", action="version", version=f"omni-rtc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    from .config import add_serve_arguments
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the bridge: web page, signaling and calls",
+        description="Run the omni-rtc bridge. With no API key and no --upstream-url it starts "
+        "the built-in emulator, so the first run works offline. Every flag also reads the "
+        "environment variable shown.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_serve_arguments(serve)
+    _emulator_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "emulator":
+        return _run_emulator(args)
+    from .config import Settings
+
+    try:
+        settings = Settings.from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    from signaling.main import run
+
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Media converters between aiortc tracks and the realtime session."""

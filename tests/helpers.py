@@ -1,0 +1,79 @@
+"""Signals and small utilities shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+
+import av
+import numpy as np
+
+from omni_rtc.media.jpeg import JpegEncoder, JpegLimits
+
+
+def sine_pcm(seconds: float, rate: int, hz: float = 300.0, amplitude: float = 0.3) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t) * 32767).astype("<i2").tobytes()
+
+
+def silence_pcm(seconds: float, rate: int) -> bytes:
+    return bytes(int(seconds * rate) * 2)
+
+
+def utterance(
+    rate: int = 16_000, speech_s: float = 1.2, lead_s: float = 0.5, tail_s: float = 1.2
+) -> bytes:
+    """Silence, a 'spoken' tone burst, then enough silence for server VAD to end the turn."""
+    return silence_pcm(lead_s, rate) + sine_pcm(speech_s, rate) + silence_pcm(tail_s, rate)
+
+
+def pattern_jpeg(width: int = 640, height: int = 480) -> bytes:
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(x * 255 // width), (y * 255 // height), ((x + y) % 64) * 4], axis=-1).astype(
+        np.uint8
+    )
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    return JpegEncoder(JpegLimits()).encode(frame).data
+
+
+def chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:.1f} s")
+        await asyncio.sleep(interval)
+
+
+async def collect_until(
+    events: AsyncIterator, stop: Callable[[object], bool], timeout: float = 10.0
+) -> list:
+    out: list = []
+
+    async def run() -> None:
+        async for event in events:
+            out.append(event)
+            if stop(event):
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return out
+
+
+def decode_wav_mono(data: bytes) -> tuple[np.ndarray, int]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono")
+        pcm = b"".join(
+            bytes(f.planes[0])[: f.samples * 2]
+            for fr in container.decode(stream)
+            for f in resampler.resample(fr)
+        )
+        return np.frombuffer(pcm, dtype="<i2"), stream.rate
