@@ -1,0 +1,455 @@
+"""One typed settings object for ``omni-rtc serve``, from CLI flags and environment variables.
+
+Every option is declared once in :data:`OPTIONS` (flag, env var, type, default, help);
+argparse, ``--help`` and the list of known env vars all come from that table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .media.jpeg import JpegLimits
+from .realtime.profiles import PROFILES, ProviderProfile, get_profile
+from .realtime.session import SessionConfig
+
+TURN_DETECTION_MODES = ("server_vad", "manual")
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str | None
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] = str
+    choices: Sequence[str] | None = None
+    repeatable: bool = False
+    secret: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {text}")
+    return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--host", "OMNI_RTC_HOST", "address to listen on", "127.0.0.1"),
+    Option("--port", "OMNI_RTC_PORT", "port to listen on", 8080, int),
+    Option(
+        "--provider",
+        "OMNI_RTC_PROVIDER",
+        "realtime provider profile",
+        "dashscope",
+        choices=tuple(PROFILES),
+    ),
+    Option(
+        "--region",
+        "OMNI_RTC_REGION",
+        "provider region when no --upstream-url is given (dashscope: beijing, singapore)",
+    ),
+    Option(
+        "--upstream-url",
+        "OMNI_RTC_UPSTREAM_URL",
+        "realtime WebSocket URL without ?model= (default: the provider's; with no API key "
+        "and no URL the built-in emulator is used)",
+    ),
+    Option(
+        "--api-key",
+        "DASHSCOPE_API_KEY",
+        "API key for the realtime service (openai provider: env OPENAI_API_KEY)",
+        secret=True,
+    ),
+    Option("--model", "OMNI_RTC_MODEL", "model name (default: the provider's default model)"),
+    Option("--voice", "OMNI_RTC_VOICE", "default voice (default: the model's first voice)"),
+    Option("--instructions", "OMNI_RTC_INSTRUCTIONS", "default system instructions"),
+    Option(
+        "--turn-detection",
+        "OMNI_RTC_TURN_DETECTION",
+        "default mode: server_vad (hands-free) or manual (push-to-talk)",
+        "server_vad",
+        choices=TURN_DETECTION_MODES,
+    ),
+    Option(
+        "--vad-threshold",
+        "OMNI_RTC_VAD_THRESHOLD",
+        "server VAD threshold (dashscope -1..1, lower = more sensitive)",
+        0.5,
+        float,
+    ),
+    Option(
+        "--vad-silence-ms",
+        "OMNI_RTC_VAD_SILENCE_MS",
+        "silence that ends a turn in server VAD mode, 200..6000 ms",
+        800,
+        int,
+    ),
+    Option(
+        "--video-fps",
+        "OMNI_RTC_VIDEO_FPS",
+        "camera frames sent to the model per second, 0.5..2 (0 = no video)",
+        2.0,
+        float,
+    ),
+    Option(
+        "--max-calls",
+        "OMNI_RTC_MAX_CALLS",
+        "concurrent calls this process accepts",
+        8,
+        _positive_int,
+    ),
+    Option(
+        "--ice-server",
+        "OMNI_RTC_ICE_SERVERS",
+        "STUN/TURN server, repeatable: stun:HOST[:PORT] or turn:[USER:PASSWORD@]HOST[:PORT]"
+        "[?transport=udp|tcp] (env: comma-separated; default none, never Google's STUN)",
+        repeatable=True,
+        secret=True,
+    ),
+    Option(
+        "--turn-secret",
+        "OMNI_RTC_TURN_SECRET",
+        "shared secret (coturn static-auth-secret) to mint short-lived TURN credentials "
+        "for turn: servers given without USER:PASSWORD",
+        secret=True,
+    ),
+    Option(
+        "--turn-ttl",
+        "OMNI_RTC_TURN_TTL",
+        "lifetime of minted TURN credentials, seconds",
+        3600,
+        _positive_int,
+    ),
+    Option(
+        "--ice-transport-policy",
+        "OMNI_RTC_ICE_TRANSPORT_POLICY",
+        "the bridge's own ICE policy: all, or relay (media only through TURN)",
+        "all",
+        choices=("all", "relay"),
+    ),
+    Option(
+        "--ice-host-address",
+        "OMNI_RTC_ICE_HOST_ADDRESSES",
+        "restrict the bridge's host ICE candidates to these local addresses, repeatable "
+        "(env: comma-separated; tests use 127.0.0.1)",
+        repeatable=True,
+    ),
+    Option("--cert-file", "OMNI_RTC_CERT_FILE", "TLS certificate (PEM) to serve HTTPS"),
+    Option("--key-file", "OMNI_RTC_KEY_FILE", "TLS private key (PEM) for --cert-file"),
+    Option(
+        "--chunk-ms", "OMNI_RTC_CHUNK_MS", "caller audio chunk sent upstream, 10..100 ms", 20, int
+    ),
+    Option(
+        "--idle-audio",
+        "OMNI_RTC_IDLE_AUDIO",
+        "what the reply track sends between replies: silence, or nothing (saves encode CPU)",
+        "silence",
+        choices=("silence", "nothing"),
+    ),
+    Option(
+        "--jpeg-max-bytes",
+        "OMNI_RTC_JPEG_MAX_BYTES",
+        "byte budget per camera JPEG (hard ceiling 500000)",
+        180_000,
+        int,
+    ),
+    Option(
+        "--jpeg-max-size",
+        "OMNI_RTC_JPEG_MAX_SIZE",
+        "largest camera JPEG, WIDTHxHEIGHT (at most 1920x1080)",
+        "1280x720",
+    ),
+    Option(
+        "--connect-timeout",
+        "OMNI_RTC_CONNECT_TIMEOUT",
+        "seconds to open the realtime session",
+        10.0,
+        float,
+    ),
+    Option(
+        "--peer-timeout",
+        "OMNI_RTC_PEER_TIMEOUT",
+        "seconds a new call may take to connect its media before it is dropped",
+        30.0,
+        float,
+    ),
+    Option(
+        "--max-body-bytes",
+        "OMNI_RTC_MAX_BODY_BYTES",
+        "largest accepted HTTP request body",
+        128 * 1024,
+        _positive_int,
+    ),
+    Option(
+        "--emulator-reply",
+        "OMNI_RTC_EMULATOR_REPLY",
+        "built-in emulator's reply: echo (your words back) or tone",
+        "echo",
+        choices=("echo", "tone"),
+    ),
+    Option(
+        "--log-level",
+        "OMNI_RTC_LOG_LEVEL",
+        "DEBUG, INFO, WARNING or ERROR",
+        "INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+)
+
+ENV_VARS: frozenset[str] = frozenset(
+    {o.env for o in OPTIONS if o.env} | {p.api_key_env for p in PROFILES.values()}
+)
+"""Every environment variable the CLI reads."""
+
+
+def _env_default(option: Option, environ: Mapping[str, str]) -> Any:
+    raw = environ.get(option.env) if option.env else None
+    if raw is None or raw == "":
+        return [] if option.repeatable else option.default
+    try:
+        if option.repeatable:
+            return [option.type(part.strip()) for part in raw.split(",") if part.strip()]
+        value = option.type(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {option.env}={raw!r} is invalid: {exc}") from None
+    if option.choices and value not in option.choices:
+        raise ValueError(
+            f"environment variable {option.env}={raw!r} is invalid: choose from "
+            + ", ".join(option.choices)
+        )
+    return value
+
+
+def add_serve_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    environ = os.environ if environ is None else environ
+    for option in OPTIONS:
+        default = _env_default(option, environ)
+        shown = "" if option.secret or default in (None, []) else f" (default: {default})"
+        env = f" [env {option.env}]" if option.env else ""
+        parser.add_argument(
+            option.flag,
+            dest=option.dest,
+            type=option.type,
+            choices=option.choices,
+            default=default,
+            action="append" if option.repeatable else "store",
+            help=option.help + shown + env,
+        )
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+    @property
+    def is_turn(self) -> bool:
+        return self.urls.startswith(("turn:", "turns:"))
+
+    def to_json(self) -> dict[str, str]:
+        """The shape of a browser ``RTCIceServer``."""
+        out = {"urls": self.urls}
+        if self.username is not None:
+            out["username"] = self.username
+        if self.credential is not None:
+            out["credential"] = self.credential
+        return out
+
+
+_ICE_URL = re.compile(
+    r"^(?P<scheme>stuns?|turns?):(?:(?P<user>[^:@/?]+):(?P<password>[^@/?]*)@)?"
+    r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
+
+
+def parse_ice_server(text: str) -> IceServer:
+    """``turn:USER:PASSWORD@HOST:PORT?transport=udp`` -> url + credentials (kept apart)."""
+    match = _ICE_URL.match(text.strip())
+    if not match:
+        raise ValueError(
+            f"invalid ICE server {text.split('@')[-1]!r}: expected stun:HOST[:PORT] or "
+            "turn:[USER:PASSWORD@]HOST[:PORT][?transport=udp|tcp]"
+        )
+    scheme = match["scheme"]
+    if scheme.startswith("stun") and (match["user"] or match["transport"]):
+        raise ValueError("stun: servers take no credentials or transport")
+    url = f"{scheme}:{match['host']}"
+    if match["port"]:
+        url += f":{match['port']}"
+    if match["transport"]:
+        url += f"?transport={match['transport']}"
+    return IceServer(url, match["user"], match["password"])
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)[xX×](\d+)", text.strip())
+    if not match:
+        raise ValueError(f"--jpeg-max-size must look like 1280x720, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    provider: str = "dashscope"
+    region: str | None = None
+    upstream_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    model: str | None = None
+    voice: str | None = None
+    instructions: str | None = None
+    turn_detection: str = "server_vad"
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 800
+    video_fps: float = 2.0
+    max_calls: int = 8
+    ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl: int = 3600
+    ice_transport_policy: str = "all"
+    ice_host_addresses: tuple[str, ...] = ()
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    chunk_ms: int = 20
+    idle_audio: str = "silence"
+    jpeg_limits: JpegLimits = field(default_factory=JpegLimits)
+    connect_timeout: float = 10.0
+    peer_timeout: float = 30.0
+    max_body_bytes: int = 128 * 1024
+    emulator_reply: str = "echo"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        profile = self.profile  # raises for an unknown provider
+        model = profile.model(self.model)
+        if self.voice:
+            model.check_voice(self.voice)
+        if self.turn_detection not in TURN_DETECTION_MODES:
+            raise ValueError(f"--turn-detection must be one of {', '.join(TURN_DETECTION_MODES)}")
+        self.session_config()  # validates VAD ranges
+        if self.video_fps != 0 and not 0.5 <= self.video_fps <= 2:
+            raise ValueError(f"--video-fps must be 0 (off) or within 0.5..2, got {self.video_fps}")
+        if not 10 <= self.chunk_ms <= 100:
+            raise ValueError(f"--chunk-ms must be within 10..100, got {self.chunk_ms}")
+        if not 0 < self.port < 65536 and self.port != 0:
+            raise ValueError(f"--port must be within 1..65535, got {self.port}")
+        if self.region and self.region not in profile.regions:
+            raise ValueError(
+                f"unknown region {self.region!r} for {profile.name}; choose one of: "
+                + ", ".join(profile.regions)
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("--cert-file and --key-file go together")
+        for path in (self.cert_file, self.key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        for address in self.ice_host_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(
+                    f"--ice-host-address must be an IP address, got {address!r}"
+                ) from None
+        if self.ice_transport_policy == "relay" and not any(s.is_turn for s in self.ice_servers):
+            raise ValueError("--ice-transport-policy relay needs a turn: --ice-server")
+        if self.connect_timeout <= 0 or self.peer_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+
+    @property
+    def profile(self) -> ProviderProfile:
+        return get_profile(self.provider)
+
+    @property
+    def use_emulator(self) -> bool:
+        """No key and no URL: run the built-in emulator so the first run works offline."""
+        return not self.api_key and not self.upstream_url
+
+    @property
+    def manual_default(self) -> bool:
+        return self.turn_detection == "manual"
+
+    @property
+    def model_name(self) -> str:
+        return self.profile.model(self.model).name
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+    def base_url(self) -> str | None:
+        """The provider URL to use, or None when the emulator supplies it at start-up."""
+        if self.upstream_url:
+            return self.upstream_url
+        if self.use_emulator:
+            return None
+        return self.profile.regions[self.region] if self.region else self.profile.default_url
+
+    def session_config(
+        self,
+        *,
+        voice: str | None = None,
+        instructions: str | None = None,
+        manual: bool | None = None,
+    ) -> SessionConfig:
+        """The session for one call; per-call choices override the defaults (ValueError if bad)."""
+        return self.profile.session_config(
+            model=self.model,
+            voice=voice or self.voice,
+            instructions=instructions if instructions is not None else self.instructions,
+            manual=self.manual_default if manual is None else manual,
+            vad_threshold=self.vad_threshold,
+            vad_silence_ms=self.vad_silence_ms,
+        )
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {o.dest: getattr(args, o.dest) for o in OPTIONS}
+        provider = get_profile(values["provider"])
+        api_key = values.pop("api_key")
+        if provider.api_key_env != "DASHSCOPE_API_KEY" and api_key == environ.get(
+            "DASHSCOPE_API_KEY"
+        ):
+            api_key = environ.get(provider.api_key_env)  # the env default belongs to DashScope
+        max_w, max_h = _parse_size(values.pop("jpeg_max_size"))
+        jpeg_limits = JpegLimits(
+            max_width=max_w, max_height=max_h, max_bytes=values.pop("jpeg_max_bytes")
+        )
+        ice_servers = tuple(parse_ice_server(s) for s in values.pop("ice_server") or [])
+        host_addresses = tuple(values.pop("ice_host_address") or [])
+        cert, key = values.pop("cert_file"), values.pop("key_file")
+        return cls(
+            **values,
+            api_key=api_key or None,
+            jpeg_limits=jpeg_limits,
+            ice_servers=ice_servers,
+            ice_host_addresses=host_addresses,
+            cert_file=Path(cert) if cert else None,
+            key_file=Path(key) if key else None,
+        )
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse ``serve`` flags (for tests and embedding)."""
+        parser = argparse.ArgumentParser(prog="omni-rtc serve")
+        add_serve_arguments(parser, environ)
+        return cls.from_args(parser.parse_args(list(argv)), environ)

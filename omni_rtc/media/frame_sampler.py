@@ -1,0 +1,133 @@
+"""The caller's camera -> at most ``fps`` JPEGs per second, never a backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .jpeg import EncodedImage, InvalidImage, JpegEncoder
+
+log = logging.getLogger("omni_rtc.media")
+
+
+class ImageRefused(Exception):
+    """Raised by the ``send`` callback when the image may not go out now (no audio yet)."""
+
+
+@dataclass
+class SamplerStats:
+    frames_read: int = 0
+    images_sent: int = 0
+    images_refused: int = 0
+    """Encoded, but the input buffer held no audio by the time it was ready."""
+    waits_for_audio: int = 0
+    encode_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    last_size: tuple[int, int] = (0, 0)
+    last_bytes: int = 0
+
+
+class FrameSampler:
+    """Reads a remote video track continuously and sends its latest frame as JPEG.
+
+    The reader drops every frame it doesn't keep (an unread aiortc track still decodes
+    and queues every frame).  The sender wakes at most every ``1/fps`` s, encodes the
+    newest frame in ``executor`` and awaits ``send``: while one image is in flight no
+    other is started, so a slow upstream means fewer images, never a queue.
+    """
+
+    def __init__(
+        self,
+        track: MediaStreamTrack,
+        *,
+        fps: float,
+        encoder: JpegEncoder,
+        can_send: Callable[[], bool],
+        send: Callable[[bytes], Awaitable[None]],
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0.5 <= fps <= 2:
+            raise ValueError(f"fps must be within 0.5..2, got {fps}")
+        self.track = track
+        self.interval = 1.0 / fps
+        self.encoder = encoder
+        self.can_send = can_send
+        self.send = send
+        self.executor = executor
+        self.clock = clock
+        self.stats = SamplerStats()
+        self._latest: av.VideoFrame | None = None
+        self._fresh = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._read(), name="frame-sampler-read"),
+            asyncio.create_task(self._sample(), name="frame-sampler-send"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._latest = None
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                return
+            if not isinstance(frame, av.VideoFrame):
+                continue
+            self.stats.frames_read += 1
+            self._latest = frame
+            self._fresh.set()
+
+    async def _sample(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_due = self.clock()
+        while True:
+            await self._fresh.wait()
+            delay = next_due - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not self.can_send():
+                # The service rejects images before audio: wait for audio, don't queue.
+                self.stats.waits_for_audio += 1
+                await asyncio.sleep(min(0.05, self.interval))
+                continue
+            frame, self._latest = self._latest, None
+            self._fresh.clear()
+            if frame is None:
+                continue
+            started = self.clock()
+            next_due = started + self.interval
+            try:
+                image: EncodedImage = await loop.run_in_executor(
+                    self.executor, self.encoder.encode, frame
+                )
+            except InvalidImage as exc:
+                log.warning("camera frame dropped: %s", exc)
+                continue
+            self.stats.encode_seconds.append(self.clock() - started)
+            try:
+                await self.send(image.data)
+            except ImageRefused:
+                self.stats.images_refused += 1
+                continue
+            self.stats.images_sent += 1
+            self.stats.last_size = (image.width, image.height)
+            self.stats.last_bytes = len(image.data)

@@ -1,0 +1,179 @@
+"""The model's bursty reply audio -> a paced aiortc audio track with instant flush."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+RESYNC_AFTER_S = 0.1
+"""If the loop falls this far behind schedule, restart the clock instead of bursting."""
+
+
+@dataclass
+class ReplyStats:
+    frames_sent: int = 0
+    reply_frames: int = 0
+    """Frames that carried reply audio (not idle silence)."""
+    underruns: int = 0
+    """Frames padded with silence because audio ran out in the middle of a reply."""
+    flushes: int = 0
+    dropped_ms: int = 0
+
+
+class ReplyTrack(MediaStreamTrack):
+    """Plays pcm16 mono at ``sample_rate`` in 20 ms frames, paced on a monotonic clock.
+
+    ``push`` takes chunks of any size (odd byte counts included); ``flush`` drops
+    everything queued so the very next frame out is silence.  pts counts samples, so
+    RTP timestamps stay exact; with ``idle="nothing"`` the track sends no frames between
+    replies (no encode CPU) and the pts skips ahead by the time that passed.
+    """
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        sample_rate: int = 24_000,
+        *,
+        frame_ms: int = 20,
+        idle: str = "silence",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__()
+        if idle not in ("silence", "nothing"):
+            raise ValueError("idle must be 'silence' or 'nothing'")
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate * frame_ms // 1000
+        self.frame_seconds = frame_ms / 1000
+        self.frame_bytes = self.frame_samples * 2
+        self.idle = idle
+        self._clock = clock
+        self._sleep = sleep
+        self._time_base = fractions.Fraction(1, sample_rate)
+        self._queue = bytearray()
+        self._odd = b""
+        self._in_reply = False
+        self._reply_ending = False
+        self._start: float | None = None
+        self._frame_index = 0
+        self._wakeup = asyncio.Event()
+        self._silence = bytes(self.frame_bytes)
+        self.stats = ReplyStats()
+        self.reply_samples_played = 0
+        """Reply samples sent since :meth:`new_reply` (what the user heard, for truncation)."""
+        self.on_drained: Callable[[], None] | None = None
+        """Called once when a reply ended and its last frame went out."""
+
+    # ---------------------------------------------------------------- feeding
+
+    def push(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        if self._odd:
+            pcm = self._odd + pcm
+            self._odd = b""
+        if len(pcm) % 2:
+            self._odd = pcm[-1:]
+            pcm = pcm[:-1]
+        self._queue += pcm
+        self._in_reply = True
+        self._reply_ending = False
+        self._wakeup.set()
+
+    def new_reply(self) -> None:
+        """A new response starts: restart the count of what the user heard."""
+        self.reply_samples_played = 0
+
+    def end_of_reply(self) -> None:
+        """No more audio for this reply: a short last frame is padded without an underrun."""
+        if self._in_reply:
+            self._reply_ending = True
+            self._wakeup.set()
+
+    def flush(self) -> int:
+        """Drop all queued audio at once (barge-in); returns the milliseconds dropped."""
+        dropped = len(self._queue) // 2 * 1000 // self.sample_rate
+        self._queue.clear()
+        self._odd = b""
+        was_playing = self._in_reply
+        self._in_reply = False
+        self._reply_ending = False
+        if was_playing:
+            self.stats.flushes += 1
+            self.stats.dropped_ms += dropped
+        return dropped
+
+    @property
+    def queued_ms(self) -> float:
+        return len(self._queue) / 2 * 1000 / self.sample_rate
+
+    @property
+    def playing(self) -> bool:
+        return self._in_reply
+
+    # ---------------------------------------------------------------- aiortc side
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        if self.idle == "nothing" and not self._queue:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                if self.readyState != "live":
+                    raise MediaStreamError
+            # Skip the pts ahead by the time spent idle; play the first frame at once.
+            now = self._clock()
+            elapsed_frames = int((now - self._start) / self.frame_seconds)
+            self._frame_index = max(self._frame_index, elapsed_frames)
+            self._start = now - self._frame_index * self.frame_seconds
+        else:
+            due = self._start + self._frame_index * self.frame_seconds
+            if due > now:
+                await self._sleep(due - now)
+            elif now - due > RESYNC_AFTER_S:
+                self._start = now - self._frame_index * self.frame_seconds
+        return self._next_frame()
+
+    def _next_frame(self) -> av.AudioFrame:
+        take = min(len(self._queue), self.frame_bytes)
+        if take:
+            payload = bytes(self._queue[:take])
+            del self._queue[:take]
+            self.stats.reply_frames += 1
+            self.reply_samples_played += take // 2
+            if take < self.frame_bytes:
+                if not self._reply_ending:
+                    self.stats.underruns += 1
+                payload += self._silence[: self.frame_bytes - take]
+        else:
+            payload = self._silence
+            if self._in_reply and not self._reply_ending:
+                self.stats.underruns += 1
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self.frame_samples)
+        frame.planes[0].update(payload)
+        frame.sample_rate = self.sample_rate
+        frame.pts = self._frame_index * self.frame_samples
+        frame.time_base = self._time_base
+        self._frame_index += 1
+        self.stats.frames_sent += 1
+        if self._in_reply and self._reply_ending and not self._queue:
+            self._in_reply = False
+            self._reply_ending = False
+            if self.on_drained is not None:
+                self.on_drained()
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._wakeup.set()

@@ -1,0 +1,163 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from omni_rtc.media.reply_track import ReplyTrack
+
+RATE = 24_000
+
+
+class VirtualTime:
+    """A clock that only moves when the track sleeps: pacing checked exactly, instantly."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def make_track(**kwargs) -> tuple[ReplyTrack, VirtualTime]:
+    vt = VirtualTime()
+    return ReplyTrack(RATE, clock=vt.clock, sleep=vt.sleep, **kwargs), vt
+
+
+def ramp(seconds: float) -> bytes:
+    n = int(seconds * RATE)
+    return ((np.arange(n) % 20000) + 1).astype("<i2").tobytes()  # never zero: gaps show
+
+
+def pcm_of(frame) -> bytes:
+    return bytes(frame.planes[0])[: frame.samples * 2]
+
+
+async def test_emits_50_frames_per_second_of_480_samples_with_monotonic_pts() -> None:
+    track, vt = make_track()
+    start = vt.now
+    frames = [await track.recv() for _ in range(150)]
+    # the first frame goes out at once; frame n is due n*20 ms later
+    assert vt.now - start == pytest.approx(149 * 0.02)
+    assert all(f.samples == 480 and f.sample_rate == RATE for f in frames)
+    assert [f.pts for f in frames] == [i * 480 for i in range(150)]
+    assert all(f.format.name == "s16" and f.layout.name == "mono" for f in frames)
+    assert track.stats.frames_sent == 150
+
+
+async def test_real_clock_pacing_is_50_per_second() -> None:
+    track = ReplyTrack(RATE)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(26):
+        await track.recv()
+    elapsed = loop.time() - start
+    assert 0.45 <= elapsed <= 0.7  # 25 intervals of 20 ms, loose for a busy machine
+
+
+async def test_burst_of_3s_delivered_in_0_2s_plays_without_gaps() -> None:
+    track, _ = make_track()
+    audio = ramp(3.0)
+    sizes = [4801, 9599, 1, 12345, 777]  # odd sizes included
+    pieces, i, k = [], 0, 0
+    while i < len(audio):
+        pieces.append(audio[i : i + sizes[k % len(sizes)]])
+        i += sizes[k % len(sizes)]
+        k += 1
+
+    async def deliver() -> None:
+        for piece in pieces:
+            track.push(piece)
+            await asyncio.sleep(0.2 / len(pieces))
+        track.end_of_reply()
+
+    out = bytearray()
+    feeder = asyncio.create_task(deliver())
+    first = await track.recv()  # silence until the first delta lands
+    await feeder
+    out += pcm_of(first).lstrip(b"\0") if any(pcm_of(first)) else b""
+    while track.playing:
+        out += pcm_of(await track.recv())
+    assert bytes(out[: len(audio)]) == audio
+    assert not any(out[len(audio) :])
+    assert track.stats.underruns == 0
+    assert track.stats.reply_frames == 150
+
+
+async def test_flush_makes_the_next_frame_silent() -> None:
+    track, _ = make_track()
+    track.push(ramp(2.0))
+    for _ in range(5):
+        assert any(pcm_of(await track.recv()))
+    dropped = track.flush()
+    assert 1850 <= dropped <= 1900
+    assert track.queued_ms == 0
+    assert not any(pcm_of(await track.recv()))
+    assert track.stats.flushes == 1
+
+
+async def test_odd_byte_chunks_reassemble_exactly() -> None:
+    track, _ = make_track()
+    audio = ramp(0.1)
+    for i in range(0, len(audio), 3):
+        track.push(audio[i : i + 3])
+    track.end_of_reply()
+    out = b"".join([pcm_of(await track.recv()) for _ in range(5)])
+    assert out == audio
+
+
+async def test_underruns_count_only_inside_a_reply() -> None:
+    track, _ = make_track()
+    for _ in range(3):
+        await track.recv()  # idle silence: not an underrun
+    track.push(ramp(0.1))
+    for _ in range(10):
+        await track.recv()
+    assert track.stats.underruns == 5
+    track.end_of_reply()
+    await track.recv()
+    before = track.stats.underruns
+    for _ in range(5):
+        await track.recv()
+    assert track.stats.underruns == before
+
+
+async def test_drained_callback_after_the_last_frame() -> None:
+    track, _ = make_track()
+    drained: list[int] = []
+    track.on_drained = lambda: drained.append(track.stats.frames_sent)
+    track.push(ramp(0.05))  # 2.5 frames
+    track.end_of_reply()
+    for _ in range(5):
+        await track.recv()
+    assert drained == [3]
+
+
+async def test_idle_nothing_sends_no_frames_and_skips_pts_ahead() -> None:
+    track, vt = make_track(idle="nothing")
+    pending = asyncio.create_task(track.recv())
+    await asyncio.sleep(0.01)
+    assert not pending.done()  # no audio: no frame, no encode work
+    vt.now += 1.0  # a second passes in silence
+    track.push(ramp(0.04))
+    frame = await asyncio.wait_for(pending, 1)
+    assert any(pcm_of(frame))
+    assert frame.pts >= 50 * 480  # timestamps reflect the idle second
+    second = await track.recv()
+    assert second.pts == frame.pts + 480
+    track.stop()
+
+
+async def test_played_samples_count_for_truncation() -> None:
+    track, _ = make_track()
+    track.new_reply()
+    track.push(ramp(1.0))
+    for _ in range(10):
+        await track.recv()
+    assert track.reply_samples_played == 4800
+    track.flush()
+    track.new_reply()
+    assert track.reply_samples_played == 0
