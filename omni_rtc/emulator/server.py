@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -101,6 +102,8 @@ class SessionRecord:
     responses: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
+    abort: Callable[[], None] = field(default=lambda: None, repr=False)
+    """Fault injection: drop this session's TCP connection now."""
 
     @property
     def first_audio_at(self) -> float | None:
@@ -649,7 +652,9 @@ class Emulator:
         model_name = parse_qs(query).get("model", [""])[0]
         peer = f"{ws.remote_address[0]}:{ws.remote_address[1]}" if ws.remote_address else "?"
         session_id = new_id("sess")
-        record = SessionRecord(session_id=session_id, model=model_name, peer=peer)
+        record = SessionRecord(
+            session_id=session_id, model=model_name, peer=peer, abort=ws.transport.abort
+        )
         self.sessions.append(record)
         log.info("session %s: connected from %s, model %s", session_id, peer, model_name)
         try:

@@ -120,7 +120,7 @@ class FrameSampler:
                     self.executor, self.encoder.encode, frame
                 )
             except InvalidImage as exc:
-                log.warning("camera frame dropped: %s", exc)
+                log.warning("camera frame dropped: %s", str(exc))
                 continue
             self.stats.encode_seconds.append(self.clock() - started)
             try:

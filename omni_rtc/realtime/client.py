@@ -195,7 +195,7 @@ class RealtimeClient:
             try:
                 event = ev.decode_server_event(raw)
             except ev.ProtocolError as exc:
-                log.warning("ignoring malformed frame from the realtime service: %s", exc)
+                log.warning("ignoring malformed frame from the realtime service: %s", str(exc))
                 continue
             assert isinstance(event, ev.ServerEvent)
             self.state.received(event)

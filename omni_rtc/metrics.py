@@ -1,0 +1,66 @@
+"""Prometheus metrics for calls, upstream sessions and media (one registry per server)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.calls_active = Gauge("omni_rtc_calls_active", "Calls in progress", registry=r)
+        self.calls_total = Counter("omni_rtc_calls", "Calls accepted", registry=r)
+        self.calls_failed = Counter(
+            "omni_rtc_calls_failed",
+            "Calls refused or ended by a failure, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.calls_ended = Counter(
+            "omni_rtc_calls_ended", "Calls ended, by reason", ["reason"], registry=r
+        )
+        self.call_duration = Histogram(
+            "omni_rtc_call_duration_seconds",
+            "Length of ended calls",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.upstream_connect = Histogram(
+            "omni_rtc_upstream_connect_seconds",
+            "Time to open a realtime session (socket + session.updated)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+            registry=r,
+        )
+        self.reply_latency = Histogram(
+            "omni_rtc_reply_latency_seconds",
+            "From the end of the user's turn (server VAD speech_stopped, or push-to-talk "
+            "release) to the first reply audio handed to the caller's track",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.barge_ins = Counter(
+            "omni_rtc_barge_ins", "Replies interrupted by the caller speaking", registry=r
+        )
+        self.reply_underruns = Counter(
+            "omni_rtc_reply_underruns",
+            "20 ms reply frames padded with silence in the middle of a reply",
+            registry=r,
+        )
+        self.images_sent = Counter(
+            "omni_rtc_images_sent", "Camera JPEGs sent to the model", registry=r
+        )
+        self.bytes = Counter(
+            "omni_rtc_media_bytes",
+            "Media bytes exchanged with the realtime service (pcm16 and JPEG, before base64)",
+            ["direction"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "omni_rtc_upstream_errors", "Error events from the realtime service", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

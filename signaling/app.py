@@ -1,0 +1,209 @@
+"""The aiohttp application: the page, signaling, call control, health and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from omni_rtc import __version__
+from omni_rtc.calls import CallManager, CapacityError
+from omni_rtc.config import Settings
+from omni_rtc.ice import resolve_ice_servers
+from omni_rtc.metrics import Metrics
+from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
+
+from .validation import MODES, BadRequest, parse_offer
+
+log = logging.getLogger("omni_rtc.http")
+
+SETTINGS = web.AppKey("settings", Settings)
+MANAGER = web.AppKey("manager", CallManager)
+METRICS = web.AppKey("metrics", Metrics)
+WEB_DIR = web.AppKey("web_dir", Path)
+UPSTREAM = web.AppKey("upstream", str)
+
+RETRY_AFTER_S = 15
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'"
+)
+
+
+def find_web_dir() -> Path:
+    """``signaling/web`` in an installed wheel, ``<checkout>/web`` in a source tree."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "web", here.parent / "web"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    raise FileNotFoundError("web client not found (expected web/index.html)")
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is ``{"error": "..."}``; nothing internal (tracebacks, keys) leaks."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text or exc.reason
+        if exc.content_type == "application/json":
+            raise
+        if exc.status == 413:
+            message = "request body too large"
+        elif message.startswith(f"{exc.status}:"):
+            message = exc.reason
+        return json_error(
+            exc.status,
+            message,
+            {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal server error")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if response.content_type == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        response.headers.setdefault(
+            "Permissions-Policy", "camera=(self), microphone=(self), geolocation=()"
+        )
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(request.app[WEB_DIR] / "index.html")
+
+
+async def get_config(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    model = settings.profile.model(settings.model)
+    session = settings.session_config()
+    return web.json_response(
+        {
+            "version": __version__,
+            "provider": settings.provider,
+            "model": model.name,
+            "emulator": settings.use_emulator,
+            "voices": list(model.voices),
+            "default_voice": session.voice,
+            "modes": list(MODES),
+            "default_mode": "manual" if session.manual else "server_vad",
+            "instructions": settings.instructions or "",
+            "video": {
+                "enabled": settings.video_fps > 0,
+                "fps": settings.video_fps,
+                "max_width": settings.jpeg_limits.max_width,
+                "max_height": settings.jpeg_limits.max_height,
+            },
+            "ice_servers": [
+                s.to_json() for s in resolve_ice_servers(settings, user="omni-rtc-browser")
+            ],
+            "ice_transport_policy": "all",
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if request.content_type != "application/json":
+        return json_error(415, "send the offer as application/json")
+    try:
+        data: Any = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_error(400, "body is not valid JSON")
+    try:
+        sdp, options = parse_offer(data, settings.max_body_bytes)
+    except BadRequest as exc:
+        return json_error(400, str(exc))
+    manager = request.app[MANAGER]
+    try:
+        call, answer = await manager.create(sdp, options)
+    except ValueError as exc:  # unknown voice, unusable SDP, bad per-call option
+        return json_error(400, str(exc))
+    except CapacityError as exc:
+        return json_error(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+    except AuthenticationFailed:
+        return json_error(502, "the realtime service rejected the server's API key")
+    except RealtimeError as exc:
+        return json_error(502, f"the realtime service is unavailable: {exc}")
+    return web.json_response({"sdp": answer, "type": "answer", "call_id": call.id})
+
+
+async def delete_call(request: web.Request) -> web.Response:
+    call_id = request.match_info["call_id"]
+    if not await request.app[MANAGER].close(call_id, "hangup"):
+        return json_error(404, "no such call")
+    return web.Response(status=204)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    settings = request.app[SETTINGS]
+    if not manager.accepting:
+        status = "draining"
+    elif not manager.has_room:
+        status = "full"
+    else:
+        status = "ok"
+    return web.json_response(
+        {"status": status, "calls": manager.active, "max_calls": settings.max_calls},
+        status=200 if status == "ok" else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _shutdown(app: web.Application) -> None:
+    await app[MANAGER].close_all()
+
+
+def create_app(
+    settings: Settings,
+    upstream_url: str,
+    *,
+    metrics_registry: Metrics | None = None,
+    web_dir: Path | None = None,
+) -> web.Application:
+    """The whole HTTP side; ``upstream_url`` is the realtime base URL (or the emulator's)."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_as_json])
+    app_metrics = metrics_registry or Metrics()
+    app[SETTINGS] = settings
+    app[METRICS] = app_metrics
+    app[UPSTREAM] = upstream_url
+    app[WEB_DIR] = web_dir or find_web_dir()
+    app[MANAGER] = CallManager(settings, upstream_url, app_metrics)
+    app.on_response_prepare.append(security_headers)
+    app.on_shutdown.append(_shutdown)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", app[WEB_DIR], append_version=False)
+    app.router.add_get("/config", get_config)
+    app.router.add_post("/offer", post_offer)
+    app.router.add_delete("/calls/{call_id}", delete_call)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

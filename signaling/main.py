@@ -1,0 +1,109 @@
+"""``omni-rtc serve``: run the web app (and the built-in emulator when offline)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from omni_rtc import __version__
+from omni_rtc.config import Settings
+from omni_rtc.emulator import Emulator, EmulatorConfig
+from omni_rtc.ice import restrict_host_addresses
+from omni_rtc.log import setup_logging
+
+from .app import MANAGER, create_app
+
+log = logging.getLogger("omni_rtc")
+
+
+def _secrets(settings: Settings) -> list[str]:
+    found = [settings.api_key or "", settings.turn_secret or ""]
+    found += [s.credential or "" for s in settings.ice_servers]
+    return [s for s in found if s]
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.cert_file is None or settings.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+    return context
+
+
+def banner(settings: Settings, url: str, upstream: str) -> str:
+    session = settings.session_config()
+    mode = "push-to-talk" if session.manual else "hands-free (server VAD)"
+    lines = [
+        f"omni-rtc {__version__}: open {url} in a browser",
+        f"  model {settings.model_name} ({settings.provider}), voice {session.voice}, {mode}",
+    ]
+    if settings.use_emulator:
+        lines.append(
+            "  upstream: the built-in EMULATOR (no API key set), replies "
+            + ("echo your voice back" if settings.emulator_reply == "echo" else "with a tone")
+            + f". Set {settings.profile.api_key_env} to talk to the real model."
+        )
+    else:
+        lines.append(f"  upstream: {upstream}")
+    if settings.ice_servers:
+        lines.append("  ICE servers: " + ", ".join(s.urls for s in settings.ice_servers))
+    else:
+        lines.append("  ICE servers: none (fine on localhost/LAN; use --ice-server for NAT)")
+    if not settings.tls and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(
+            "  WARNING: browsers allow the camera and microphone only over HTTPS (or on "
+            "localhost): use --cert-file/--key-file or a TLS proxy."
+        )
+    return "\n".join(lines)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    emulator: Emulator | None = None
+    upstream = settings.base_url()
+    if upstream is None:
+        emulator = Emulator(EmulatorConfig(reply=settings.emulator_reply))  # type: ignore[arg-type]
+        await emulator.start()
+        upstream = emulator.url
+    app = create_app(settings, upstream)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_ssl_context(settings))
+    await site.start()
+    port = settings.port
+    for address in runner.addresses:
+        port = int(address[1])
+        break
+    scheme = "https" if settings.tls else "http"
+    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    print(banner(settings, f"{scheme}://{host}:{port}/", upstream), flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: ending %d calls", app[MANAGER].active)
+        await runner.cleanup()
+        if emulator is not None:
+            await emulator.stop()
+
+
+def run(settings: Settings) -> int:
+    setup_logging(settings.log_level, secrets=_secrets(settings))
+    restrict_host_addresses(settings.ice_host_addresses)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot start the server: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,320 @@
+// omni-rtc web client: plain JavaScript, no build step. Works in Chromium and Firefox.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  // ?processing=0 turns off echo cancellation, noise suppression and AGC (tests, studio mics)
+  const audioProcessing = params.get("processing") !== "0";
+
+  const ui = {
+    call: $("call"), hangup: $("hangup"), ptt: $("ptt"), options: $("options"),
+    voice: $("voice"), instructions: $("instructions"), camera: $("camera"),
+    preview: $("preview"), noCamera: $("no-camera"), micLevel: $("mic-level"),
+    remoteAudio: $("remote-audio"), turns: $("turns"), model: $("model"),
+    connection: $("connection"), state: $("state"), error: $("error"),
+    errorText: $("error-text"), errorClose: $("error-close"), notice: $("notice"),
+  };
+
+  // A small debug handle (also used by the browser tests): events seen, remote audio level.
+  const debug = (window.omni = {
+    pc: null, callId: null, events: [], remoteLevels: [], config: null, pttDown: false,
+  });
+
+  let config = null;
+  let pc = null;
+  let channel = null;
+  let localStream = null;
+  let audioContext = null;
+  let meterTimer = null;
+  let remoteTimer = null;
+  let currentAssistant = null;
+  let mode = "server_vad";
+
+  // ------------------------------------------------------------------ UI helpers
+
+  function showError(message) {
+    ui.errorText.textContent = message;
+    ui.error.hidden = false;
+  }
+
+  function clearError() {
+    ui.error.hidden = true;
+    ui.errorText.textContent = "";
+  }
+
+  function showNotice(message) {
+    ui.notice.textContent = message;
+    ui.notice.hidden = !message;
+  }
+
+  function setChip(el, value, text) {
+    el.dataset.value = value;
+    el.textContent = text || value;
+  }
+
+  function addTurn(role, text, final) {
+    let li;
+    if (role === "assistant" && currentAssistant && !currentAssistant.dataset.final) {
+      li = currentAssistant;
+    } else {
+      li = document.createElement("li");
+      li.className = role;
+      const who = document.createElement("span");
+      who.className = "who";
+      who.textContent = role === "user" ? "You" : "Model";
+      li.appendChild(who);
+      li.appendChild(document.createElement("span"));
+      ui.turns.appendChild(li);
+      if (role === "assistant") currentAssistant = li;
+    }
+    li.lastChild.textContent = text;
+    li.classList.toggle("partial", !final);
+    if (final && role === "assistant") li.dataset.final = "1";
+    li.parentElement.parentElement.scrollTop = li.parentElement.scrollHeight;
+  }
+
+  function markInterrupted() {
+    if (currentAssistant && !currentAssistant.dataset.final) {
+      currentAssistant.classList.add("interrupted");
+      currentAssistant.dataset.final = "1";
+    }
+  }
+
+  function setCallUi(active) {
+    ui.call.disabled = active;
+    ui.hangup.disabled = !active;
+    ui.options.disabled = active;
+    ui.ptt.hidden = !(active && mode === "manual");
+    ui.ptt.disabled = !active;
+  }
+
+  // ------------------------------------------------------------------ configuration
+
+  async function loadConfig() {
+    const response = await fetch("/config");
+    if (!response.ok) throw new Error(`cannot load /config (HTTP ${response.status})`);
+    config = await response.json();
+    debug.config = config;
+    ui.model.textContent = config.emulator ? `${config.model} · emulator` : config.model;
+    ui.voice.replaceChildren(...config.voices.map((v) => new Option(v, v, false, v === config.default_voice)));
+    ui.instructions.value = config.instructions || "";
+    const defaultMode = params.get("mode") || config.default_mode;
+    for (const radio of document.querySelectorAll("input[name=mode]")) {
+      radio.checked = radio.value === defaultMode;
+    }
+    if (!config.video.enabled) {
+      ui.camera.checked = false;
+      ui.camera.disabled = true;
+    }
+    if (config.emulator) {
+      showNotice("Offline mode: the server runs its built-in emulator, which echoes what you say. Set an API key on the server to talk to the real model.");
+    }
+  }
+
+  // ------------------------------------------------------------------ media
+
+  async function getMedia(wantCamera) {
+    const audio = { echoCancellation: audioProcessing, noiseSuppression: audioProcessing, autoGainControl: audioProcessing, channelCount: 1 };
+    const video = wantCamera ? {
+      // The model takes at most 2 frames/s: ask for little, save everyone's CPU.
+      width: { ideal: 640, max: config.video.max_width },
+      height: { ideal: 480, max: config.video.max_height },
+      frameRate: { ideal: 5, max: 10 },
+    } : false;
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio, video });
+    } catch (err) {
+      if (wantCamera && (err.name === "NotFoundError" || err.name === "NotAllowedError" || err.name === "OverconstrainedError")) {
+        showNotice("No camera available: calling with audio only.");
+        return await navigator.mediaDevices.getUserMedia({ audio, video: false });
+      }
+      throw err;
+    }
+  }
+
+  function startMicMeter(stream) {
+    audioContext = audioContext || new AudioContext();
+    const source = audioContext.createMediaStreamSource(stream);
+    const analyser = audioContext.createAnalyser();
+    analyser.fftSize = 512;
+    source.connect(analyser);
+    const data = new Float32Array(analyser.fftSize);
+    meterTimer = setInterval(() => {
+      analyser.getFloatTimeDomainData(data);
+      let sum = 0;
+      for (const x of data) sum += x * x;
+      const rms = Math.sqrt(sum / data.length);
+      const level = Math.min(1, Math.max(0, (20 * Math.log10(rms + 1e-9) + 60) / 60));
+      ui.micLevel.style.width = `${Math.round(level * 100)}%`;
+    }, 60);
+  }
+
+  function watchRemoteAudio(stream) {
+    audioContext = audioContext || new AudioContext();
+    const source = audioContext.createMediaStreamSource(stream);
+    const analyser = audioContext.createAnalyser();
+    analyser.fftSize = 256;
+    source.connect(analyser);
+    const data = new Float32Array(analyser.fftSize);
+    remoteTimer = setInterval(() => {
+      analyser.getFloatTimeDomainData(data);
+      let sum = 0;
+      for (const x of data) sum += x * x;
+      debug.remoteLevels.push([performance.now(), Math.sqrt(sum / data.length)]);
+      if (debug.remoteLevels.length > 6000) debug.remoteLevels.splice(0, 1000);
+    }, 10);
+  }
+
+  // ------------------------------------------------------------------ signaling
+
+  function waitForIceGathering(peer, timeoutMs) {
+    if (peer.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      peer.addEventListener("icegatheringstatechange", () => {
+        if (peer.iceGatheringState === "complete") {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  }
+
+  async function startCall() {
+    clearError();
+    mode = document.querySelector("input[name=mode]:checked").value;
+    setCallUi(true);
+    setChip(ui.connection, "connecting", "asking for microphone…");
+    try {
+      localStream = await getMedia(ui.camera.checked);
+      const videoTrack = localStream.getVideoTracks()[0];
+      ui.preview.srcObject = videoTrack ? new MediaStream([videoTrack]) : null;
+      ui.noCamera.hidden = Boolean(videoTrack);
+      startMicMeter(localStream);
+
+      pc = new RTCPeerConnection({ iceServers: config.ice_servers, iceTransportPolicy: params.get("relay") === "1" ? "relay" : config.ice_transport_policy });
+      debug.pc = pc;
+      channel = pc.createDataChannel("events");
+      channel.onmessage = (e) => onServerMessage(e.data);
+      for (const track of localStream.getTracks()) {
+        const sender = pc.addTrack(track, localStream);
+        if (track.kind === "video") limitVideo(sender);
+      }
+      pc.ontrack = (e) => {
+        if (e.track.kind !== "audio") return;
+        const stream = e.streams[0] || new MediaStream([e.track]);
+        ui.remoteAudio.srcObject = stream;
+        ui.remoteAudio.play().catch(() => {});
+        watchRemoteAudio(stream);
+      };
+      pc.onconnectionstatechange = () => {
+        const s = pc ? pc.connectionState : "closed";
+        setChip(ui.connection, s, s === "connected" ? "connected" : s);
+        if (s === "failed") {
+          showError("The media connection failed: the network between you and the server blocks WebRTC. A TURN server (see README) fixes this.");
+          endCall(false);
+        }
+      };
+
+      setChip(ui.connection, "connecting", "connecting…");
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIceGathering(pc, 3000);
+      const response = await fetch("/offer", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          sdp: pc.localDescription.sdp, type: "offer", mode,
+          voice: ui.voice.value || undefined, instructions: ui.instructions.value.trim() || undefined,
+        }),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(body.error || `the server refused the call (HTTP ${response.status})`);
+      debug.callId = body.call_id;
+      await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
+    } catch (err) {
+      showError(err.message || String(err));
+      endCall(false);
+    }
+  }
+
+  function limitVideo(sender) {
+    // Cap what the browser encodes: the model samples at most 2 frames per second.
+    const parameters = sender.getParameters();
+    if (!parameters.encodings || !parameters.encodings.length) parameters.encodings = [{}];
+    parameters.encodings[0].maxFramerate = 5;
+    parameters.encodings[0].maxBitrate = 500_000;
+    sender.setParameters(parameters).catch(() => {});
+  }
+
+  function onServerMessage(text) {
+    let msg;
+    try { msg = JSON.parse(text); } catch { return; }
+    debug.events.push([performance.now(), msg]);
+    switch (msg.type) {
+      case "transcript": addTurn(msg.role, msg.text, msg.final); break;
+      case "state": setChip(ui.state, msg.value); break;
+      case "interrupted": markInterrupted(); break;
+      case "error": showError(msg.message); break;
+      case "ended":
+        setChip(ui.state, "ended");
+        if (msg.reason !== "hangup") endCall(false);
+        break;
+      case "call": mode = msg.mode; setCallUi(true); break;
+      default: break;
+    }
+  }
+
+  function endCall(notifyServer) {
+    const callId = debug.callId;
+    if (notifyServer && callId) {
+      fetch(`/calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+    }
+    debug.callId = null;
+    clearInterval(meterTimer);
+    clearInterval(remoteTimer);
+    if (channel) { try { channel.close(); } catch { /* already closed */ } }
+    if (pc) { pc.close(); }
+    pc = null;
+    channel = null;
+    if (localStream) for (const t of localStream.getTracks()) t.stop();
+    localStream = null;
+    ui.preview.srcObject = null;
+    ui.micLevel.style.width = "0";
+    setChip(ui.connection, "idle", "not connected");
+    if (ui.state.dataset.value !== "ended") setChip(ui.state, "idle");
+    setCallUi(false);
+  }
+
+  // ------------------------------------------------------------------ push-to-talk
+
+  function ptt(down) {
+    if (mode !== "manual" || !channel || channel.readyState !== "open" || debug.pttDown === down) return;
+    debug.pttDown = down;
+    ui.ptt.classList.toggle("active", down);
+    channel.send(JSON.stringify({ type: "ptt", action: down ? "start" : "stop" }));
+  }
+
+  ui.ptt.addEventListener("pointerdown", (e) => { e.preventDefault(); ptt(true); });
+  ui.ptt.addEventListener("pointerup", () => ptt(false));
+  ui.ptt.addEventListener("pointerleave", () => ptt(false));
+  const typing = () => ["TEXTAREA", "SELECT", "INPUT"].includes(document.activeElement?.tagName);
+  document.addEventListener("keydown", (e) => {
+    if (e.code === "Space" && !e.repeat && !typing() && mode === "manual" && pc) { e.preventDefault(); ptt(true); }
+  });
+  document.addEventListener("keyup", (e) => {
+    if (e.code === "Space" && !typing() && mode === "manual" && pc) { e.preventDefault(); ptt(false); }
+  });
+
+  // ------------------------------------------------------------------ start
+
+  ui.call.addEventListener("click", () => { if (audioContext) audioContext.resume(); startCall(); });
+  ui.hangup.addEventListener("click", () => endCall(true));
+  ui.errorClose.addEventListener("click", clearError);
+  window.addEventListener("pagehide", () => endCall(true));
+
+  loadConfig().catch((err) => {
+    showError(`${err.message}. Is the omni-rtc server running?`);
+    ui.call.disabled = true;
+  });
+})();
