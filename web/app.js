@@ -12,7 +12,7 @@
     voice: $("voice"), instructions: $("instructions"), camera: $("camera"),
     preview: $("preview"), noCamera: $("no-camera"), micLevel: $("mic-level"),
     remoteAudio: $("remote-audio"), turns: $("turns"), model: $("model"),
-    connection: $("connection"), state: $("state"), error: $("error"),
+    connection: $("connection"), state: $("state"), modeChip: $("mode"), error: $("error"),
     errorText: $("error-text"), errorClose: $("error-close"), notice: $("notice"),
   };
 
@@ -87,6 +87,8 @@
     ui.options.disabled = active;
     ui.ptt.hidden = !(active && mode === "manual");
     ui.ptt.disabled = !active;
+    ui.modeChip.hidden = !active;
+    ui.modeChip.textContent = mode === "manual" ? "push-to-talk" : "hands-free";
   }
 
   // ------------------------------------------------------------------ configuration
