@@ -36,7 +36,11 @@ async def inbound_audio_energy(page: Page) -> float:
         """async () => {
             const stats = await window.omni.pc.getStats();
             let energy = 0;
-            stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "audio") energy = s.totalAudioEnergy || 0; });
+            stats.forEach((s) => {
+                if (s.type === "inbound-rtp" && s.kind === "audio") {
+                    energy = s.totalAudioEnergy || 0;
+                }
+            });
             return energy;
         }"""
     )
@@ -50,13 +54,17 @@ async def test_browser_call_speech_video_reply_and_transcripts(
         await page.goto(bridge.url + PAGE)
         assert not await page.is_visible("#error")
         await page.click("#call")
-        await wait_js(page, "document.querySelector('#connection').dataset.value === 'connected'", 15)
+        await wait_js(
+            page, "document.querySelector('#connection').dataset.value === 'connected'", 15
+        )
         assert await page.is_visible("#preview")
         assert not await page.is_visible("#no-camera")
         # a full turn: user transcript, assistant transcript streamed then final
         await wait_js(page, "document.querySelectorAll('#turns li.user').length >= 1")
         await wait_js(page, "document.querySelector('#turns li.assistant[data-final]') !== null")
-        await wait_js(page, "window.omni.events.some(([, m]) => m.type === 'state' && m.value === 'speaking')")
+        await wait_js(
+            page, "window.omni.events.some(([, m]) => m.type === 'state' && m.value === 'speaking')"
+        )
         await asyncio.sleep(1.5)  # let the echo play
         energy = await inbound_audio_energy(page)
         assert not await page.is_visible("#error"), await page.inner_text("#error-text")
@@ -84,14 +92,21 @@ async def test_browser_call_speech_video_reply_and_transcripts(
     assert np.all(np.diff([i.at for i in record.images]) >= 0.45)
     assert all(i.width <= 1280 and i.height <= 720 for i in record.images)
     # the browser heard the reply and showed both sides
-    record_figures(artifacts, "call", {"envelope_r": round(r, 3), "images": len(record.images), "inbound_audio_energy": energy})
+    record_figures(
+        artifacts,
+        "call",
+        {"envelope_r": round(r, 3), "images": len(record.images), "inbound_audio_energy": energy},
+    )
     assert energy > 0
     assert "You" in user_text
     assert "s of speech" in user_text
-    assert "I heard" in assistant_text and "image" in assistant_text
+    assert "I heard" in assistant_text
+    assert "image" in assistant_text
 
 
-async def test_browser_barge_in_stops_reply_within_300_ms(chromium: BrowserContext, artifacts: Path) -> None:
+async def test_browser_barge_in_stops_reply_within_300_ms(
+    chromium: BrowserContext, artifacts: Path
+) -> None:
     emulator = EmulatorConfig(reply="tone", tone_seconds=8.0, reply_speed=4.0, reply_delay_s=0.05)
     async with run_bridge(emulator=emulator) as bridge:
         page = await chromium.new_page()
@@ -112,7 +127,8 @@ async def test_browser_barge_in_stops_reply_within_300_ms(chromium: BrowserConte
                     if (quietFrom === null) quietFrom = ts;
                     if (ts - quietFrom >= 300) break;
                 }
-                return { t, quietFrom, loudBefore, interrupted: document.querySelectorAll('#turns li.interrupted').length };
+                const interrupted = document.querySelectorAll('#turns li.interrupted').length;
+                return { t, quietFrom, loudBefore, interrupted };
             }"""
         )
         await page.screenshot(path=str(artifacts / "browser-barge-in.png"))
@@ -131,7 +147,9 @@ async def test_browser_push_to_talk_button(chromium: BrowserContext, artifacts: 
         await page.goto(bridge.url + PAGE)
         await page.check("input[name=mode][value=manual]")
         await page.click("#call")
-        await wait_js(page, "window.omni.events.some(([, m]) => m.type === 'call' && m.mode === 'manual')", 15)
+        await wait_js(
+            page, "window.omni.events.some(([, m]) => m.type === 'call' && m.mode === 'manual')", 15
+        )
         await page.wait_for_selector("#ptt:not([hidden])")
         await asyncio.sleep(1.0)
         record = bridge.emulator.sessions[0]
@@ -153,7 +171,9 @@ async def test_browser_push_to_talk_button(chromium: BrowserContext, artifacts: 
     assert "I heard" in assistant_text
 
 
-async def test_browser_shows_upstream_errors_in_the_banner(chromium: BrowserContext, artifacts: Path) -> None:
+async def test_browser_shows_upstream_errors_in_the_banner(
+    chromium: BrowserContext, artifacts: Path
+) -> None:
     emulator = EmulatorConfig(max_image_bytes=2_000)
     async with run_bridge(["--jpeg-max-bytes", "60000"], emulator=emulator) as bridge:
         page = await chromium.new_page()
