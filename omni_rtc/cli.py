@@ -96,6 +96,42 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _healthcheck_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "healthcheck",
+        help="exit 0 when the local server can take calls (for Docker HEALTHCHECK)",
+        description="GET /healthz of the server configured by the same environment "
+        "variables (OMNI_RTC_PORT, OMNI_RTC_CERT_FILE); exit 0 if it can take calls.",
+    )
+    p.add_argument("--url", help="health URL (default: from OMNI_RTC_PORT / OMNI_RTC_CERT_FILE)")
+    p.add_argument("--timeout", type=float, default=3.0)
+
+
+def _run_healthcheck(args: argparse.Namespace) -> int:
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if url is None:
+        scheme = "https" if os.environ.get("OMNI_RTC_CERT_FILE") else "http"
+        url = f"{scheme}://127.0.0.1:{os.environ.get('OMNI_RTC_PORT') or 8080}/healthz"
+    # The certificate names a public host, not 127.0.0.1: this probe checks liveness only.
+    context = ssl._create_unverified_context() if url.startswith("https") else None  # noqa: S323
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout, context=context) as response:  # noqa: S310
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        print(f"unhealthy: HTTP {exc.code}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    print(f"{body.get('status')}: {body.get('calls')}/{body.get('max_calls')} calls")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omni-rtc",
@@ -117,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve)
     _emulator_parser(sub)
+    _healthcheck_parser(sub)
     return parser
 
 
@@ -125,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "emulator":
         return _run_emulator(args)
+    if args.command == "healthcheck":
+        return _run_healthcheck(args)
     from .config import Settings
 
     try:

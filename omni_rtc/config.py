@@ -119,6 +119,14 @@ OPTIONS: tuple[Option, ...] = (
         secret=True,
     ),
     Option(
+        "--bridge-ice-server",
+        "OMNI_RTC_BRIDGE_ICE_SERVERS",
+        "STUN/TURN server for the bridge's own side, repeatable (default: the --ice-server "
+        "list; in docker-compose the bridge reaches coturn by its service name)",
+        repeatable=True,
+        secret=True,
+    ),
+    Option(
         "--turn-secret",
         "OMNI_RTC_TURN_SECRET",
         "shared secret (coturn static-auth-secret) to mint short-lived TURN credentials "
@@ -321,6 +329,7 @@ class Settings:
     video_fps: float = 2.0
     max_calls: int = 8
     ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
+    bridge_ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
     turn_secret: str | None = field(default=None, repr=False)
     turn_ttl: int = 3600
     ice_transport_policy: str = "all"
@@ -367,10 +376,25 @@ class Settings:
                 raise ValueError(
                     f"--ice-host-address must be an IP address, got {address!r}"
                 ) from None
-        if self.ice_transport_policy == "relay" and not any(s.is_turn for s in self.ice_servers):
-            raise ValueError("--ice-transport-policy relay needs a turn: --ice-server")
+        if self.ice_transport_policy == "relay" and not any(
+            s.is_turn for s in self.own_ice_servers
+        ):
+            raise ValueError("--ice-transport-policy relay needs a turn: server for the bridge")
+        if self.turn_secret is not None and len(self.turn_secret) < 16:
+            raise ValueError("--turn-secret must be at least 16 characters (use a random string)")
+        for server in (*self.ice_servers, *self.bridge_ice_servers):
+            if server.is_turn and server.username is None and not self.turn_secret:
+                raise ValueError(
+                    f"{server.urls} has no credentials: give turn:USER:PASSWORD@HOST "
+                    "or --turn-secret"
+                )
         if self.connect_timeout <= 0 or self.peer_timeout <= 0:
             raise ValueError("timeouts must be positive")
+
+    @property
+    def own_ice_servers(self) -> tuple[IceServer, ...]:
+        """The servers the bridge's own peer connections use."""
+        return self.bridge_ice_servers or self.ice_servers
 
     @property
     def profile(self) -> ProviderProfile:
@@ -435,6 +459,7 @@ class Settings:
             max_width=max_w, max_height=max_h, max_bytes=values.pop("jpeg_max_bytes")
         )
         ice_servers = tuple(parse_ice_server(s) for s in values.pop("ice_server") or [])
+        bridge_ice = tuple(parse_ice_server(s) for s in values.pop("bridge_ice_server") or [])
         host_addresses = tuple(values.pop("ice_host_address") or [])
         cert, key = values.pop("cert_file"), values.pop("key_file")
         return cls(
@@ -442,6 +467,7 @@ class Settings:
             api_key=api_key or None,
             jpeg_limits=jpeg_limits,
             ice_servers=ice_servers,
+            bridge_ice_servers=bridge_ice,
             ice_host_addresses=host_addresses,
             cert_file=Path(cert) if cert else None,
             key_file=Path(key) if key else None,

@@ -47,10 +47,12 @@ def turn_rest_credentials(
     return username, base64.b64encode(digest).decode()
 
 
-def resolve_ice_servers(settings: Settings, user: str = "omni-rtc") -> list[IceServer]:
+def resolve_ice_servers(
+    settings: Settings, user: str = "omni-rtc", servers: Sequence[IceServer] | None = None
+) -> list[IceServer]:
     """The configured servers, with minted credentials for TURN servers that need them."""
     out = []
-    for server in settings.ice_servers:
+    for server in settings.ice_servers if servers is None else servers:
         if server.is_turn and server.username is None and settings.turn_secret:
             username, credential = turn_rest_credentials(
                 settings.turn_secret, settings.turn_ttl, user
@@ -64,7 +66,7 @@ def rtc_configuration(settings: Settings) -> RTCConfiguration:
     """Always explicit: aiortc falls back to Google's public STUN when given nothing."""
     servers = [
         RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-        for s in resolve_ice_servers(settings, user="omni-rtc-bridge")
+        for s in resolve_ice_servers(settings, "omni-rtc-bridge", settings.own_ice_servers)
     ]
     policy = (
         RTCIceTransportPolicy.RELAY

@@ -23,7 +23,7 @@ log = logging.getLogger("omni_rtc")
 
 def _secrets(settings: Settings) -> list[str]:
     found = [settings.api_key or "", settings.turn_secret or ""]
-    found += [s.credential or "" for s in settings.ice_servers]
+    found += [s.credential or "" for s in (*settings.ice_servers, *settings.bridge_ice_servers)]
     return [s for s in found if s]
 
 

@@ -100,10 +100,14 @@ class TestPeer:
     __test__ = False
 
     def __init__(
-        self, base_url: str, audio: MediaStreamTrack, video: MediaStreamTrack | None = None
+        self,
+        base_url: str,
+        audio: MediaStreamTrack,
+        video: MediaStreamTrack | None = None,
+        configuration: RTCConfiguration | None = None,
     ) -> None:
         self.base_url = base_url
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.audio = audio
         self.video = video
         self.channel = self.pc.createDataChannel("events")

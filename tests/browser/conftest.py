@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,23 +7,16 @@ from pathlib import Path
 import pytest
 from playwright.async_api import BrowserContext, async_playwright
 
+from tests.netns import require_loopback_namespace
+
 CHROMIUM = "/usr/bin/chromium"
-
-
-def loopback_only_namespace() -> bool:
-    """True inside a network namespace whose only interface is ``lo``."""
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 @pytest.fixture(autouse=True)
 def _browser_preconditions() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: tests/run installs Debian's chromium")
-    if not loopback_only_namespace() and os.environ.get("OMNI_RTC_BROWSER_ON_HOST_NETWORK") != "1":
-        pytest.fail(
-            "browser tests must run in a loopback-only network namespace: use tests/run, or "
-            "unshare -rn sh -c 'ip link set lo up && pytest tests/browser'"
-        )
+    require_loopback_namespace()
 
 
 @pytest.fixture

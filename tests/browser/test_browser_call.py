@@ -185,3 +185,44 @@ async def test_browser_shows_upstream_errors_in_the_banner(
         await page.screenshot(path=str(artifacts / "browser-error.png"))
         await page.click("#hangup")
     assert text.startswith("Model service: Image too large")
+
+
+async def test_browser_call_relayed_through_coturn(
+    chromium: BrowserContext, artifacts: Path
+) -> None:
+    from tests.coturn import run_coturn
+
+    with run_coturn() as turn:
+        argv = ["--ice-server", turn.url, "--turn-secret", turn.secret]
+        async with run_bridge(argv) as bridge:
+            page = await chromium.new_page()
+            await page.goto(bridge.url + PAGE + "&relay=1")  # iceTransportPolicy: "relay"
+            await page.click("#call")
+            await wait_js(
+                page, "document.querySelector('#connection').dataset.value === 'connected'", 20
+            )
+            await wait_js(
+                page, "document.querySelector('#turns li.assistant[data-final]') !== null", 30
+            )
+            await asyncio.sleep(1.5)
+            pair = await page.evaluate(
+                """async () => {
+                    const stats = await window.omni.pc.getStats();
+                    const byId = new Map();
+                    stats.forEach((s) => byId.set(s.id, s));
+                    let transport = null;
+                    stats.forEach((s) => { if (s.type === "transport") transport = s; });
+                    const selected = byId.get(transport.selectedCandidatePairId);
+                    return {
+                        local: byId.get(selected.localCandidateId).candidateType,
+                        remote: byId.get(selected.remoteCandidateId).candidateType,
+                    };
+                }"""
+            )
+            energy = await inbound_audio_energy(page)
+            await page.click("#hangup")
+            record = bridge.emulator.sessions[0]
+    record_figures(artifacts, "turn_relay", {**pair, "inbound_audio_energy": energy})
+    assert pair["local"] == "relay"
+    assert len(record.audio) / 2 / 16_000 > 2.0  # browser -> model through TURN
+    assert energy > 0  # model -> browser through TURN

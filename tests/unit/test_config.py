@@ -1,0 +1,119 @@
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from omni_rtc.config import ENV_VARS, OPTIONS, Settings, parse_ice_server
+from omni_rtc.ice import resolve_ice_servers, rtc_configuration, turn_rest_credentials
+
+
+def test_defaults_use_the_emulator_and_no_ice_servers() -> None:
+    settings = Settings.from_argv([], environ={})
+    assert settings.use_emulator
+    assert settings.base_url() is None
+    assert settings.ice_servers == ()
+    assert rtc_configuration(settings).iceServers == []  # never aiortc's implicit Google STUN
+    assert settings.session_config().voice == "Chelsie"
+
+
+def test_env_vars_and_flags() -> None:
+    env = {
+        "DASHSCOPE_API_KEY": "sk-abc",
+        "OMNI_RTC_REGION": "singapore",
+        "OMNI_RTC_TURN_DETECTION": "manual",
+        "OMNI_RTC_ICE_SERVERS": (
+            "stun:stun.example.org, turn:u:p@turn.example.org:3478?transport=tcp"
+        ),
+        "OMNI_RTC_ICE_HOST_ADDRESSES": "127.0.0.1",
+        "OMNI_RTC_MAX_CALLS": "3",
+    }
+    settings = Settings.from_argv(["--voice", "Ethan"], environ=env)
+    assert not settings.use_emulator
+    assert settings.base_url() == "wss://dashscope-intl.aliyuncs.com/api-ws/v1/realtime"
+    assert settings.session_config().manual
+    assert settings.session_config(manual=False).turn_detection is not None
+    assert [s.urls for s in settings.ice_servers] == [
+        "stun:stun.example.org",
+        "turn:turn.example.org:3478?transport=tcp",
+    ]
+    assert settings.ice_servers[1].username == "u"
+    assert settings.ice_host_addresses == ("127.0.0.1",)
+    assert settings.max_calls == 3
+    assert "sk-abc" not in repr(settings)
+
+
+def test_openai_provider_reads_its_own_key() -> None:
+    settings = Settings.from_argv(["--provider", "openai"], environ={"OPENAI_API_KEY": "sk-oa"})
+    assert settings.api_key == "sk-oa"
+    assert settings.profile.input_rate == 24_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--voice", "Nobody"], {}, "unknown voice"),
+        (["--video-fps", "5"], {}, "--video-fps"),
+        (["--chunk-ms", "200"], {}, "--chunk-ms"),
+        (["--cert-file", "/nope.pem"], {}, "go together"),
+        (["--cert-file", "/nope.pem", "--key-file", "/nope.key"], {}, "TLS file not found"),
+        (["--ice-host-address", "eth0"], {}, "IP address"),
+        (["--ice-transport-policy", "relay"], {}, "needs a turn"),
+        (["--turn-secret", "short"], {}, "at least 16"),
+        (["--ice-server", "turn:turn.example.org"], {}, "no credentials"),
+        (["--region", "mars"], {}, "unknown region"),
+        (["--vad-threshold", "3"], {}, "threshold"),
+        ([], {"OMNI_RTC_PORT": "eighty"}, "OMNI_RTC_PORT"),
+        (["--jpeg-max-size", "big"], {}, "1280x720"),
+    ],
+)
+def test_invalid_settings_have_clear_errors(argv, env, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_argv(argv, environ=env)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["http://x", "turn:", "stun:host?transport=udp", "turn:a b", "stun:u:p@host"],
+)
+def test_bad_ice_urls(text: str) -> None:
+    with pytest.raises(ValueError, match=r"invalid ICE server|stun: servers"):
+        parse_ice_server(text)
+
+
+def test_turn_rest_credentials_match_coturn_scheme() -> None:
+    username, credential = turn_rest_credentials("s3cret-s3cret-s3cret", 600, "alice", now=1000)
+    assert username == "1600:alice"
+    expected = base64.b64encode(
+        hmac.new(b"s3cret-s3cret-s3cret", b"1600:alice", hashlib.sha1).digest()
+    ).decode()
+    assert credential == expected
+
+
+def test_minted_credentials_for_browser_and_bridge() -> None:
+    settings = Settings.from_argv(
+        [
+            "--ice-server",
+            "turn:turn.example.org:3478",
+            "--bridge-ice-server",
+            "turn:coturn:3478",
+            "--turn-secret",
+            "0123456789abcdef0123",
+            "--ice-transport-policy",
+            "relay",
+        ],
+        environ={},
+    )
+    browser = resolve_ice_servers(settings, "omni-rtc-browser")
+    assert browser[0].urls == "turn:turn.example.org:3478"
+    assert browser[0].username is not None
+    assert browser[0].username.endswith(":omni-rtc-browser")
+    config = rtc_configuration(settings)
+    assert config.iceServers[0].urls == "turn:coturn:3478"
+    assert config.iceTransportPolicy.value == "relay"
+
+
+def test_every_option_has_an_env_var_and_help() -> None:
+    for option in OPTIONS:
+        assert option.env in ENV_VARS
+        assert option.help
