@@ -29,9 +29,10 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument(
         "--reply",
-        choices=("echo", "tone"),
+        choices=("echo", "tone", "live"),
         default="echo",
-        help="echo the user's utterance back, or answer with a tone (default echo)",
+        help="echo the user's utterance back, answer with a tone, or return every chunk at "
+        "once (live: a latency probe)",
     )
     p.add_argument("--tone-seconds", type=float, default=3.0, help="length of tone replies")
     p.add_argument(

@@ -13,12 +13,15 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+import av
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -52,8 +55,10 @@ class EmulatorConfig:
     """When set, connections must present ``Authorization: Bearer <api_key>``."""
     reject_auth: bool = False
     """Fault: refuse every connection with 401."""
-    reply: Literal["echo", "tone"] = "echo"
-    """``echo`` plays back the user's last utterance; ``tone`` a sine of ``tone_seconds``."""
+    reply: Literal["echo", "tone", "live"] = "echo"
+    """``echo`` plays back the user's last utterance; ``tone`` a sine of ``tone_seconds``;
+    ``live`` returns every appended chunk at once as an audio delta, without VAD (a
+    latency probe for benchmarks, not a conversation)."""
     tone_seconds: float = 3.0
     tone_hz: float = 440.0
     reply_speed: float = 4.0
@@ -74,6 +79,8 @@ class EmulatorConfig:
     """Fault: abort the TCP connection halfway through the first reply's audio."""
     done_after_cancel: bool = True
     """Send ``response.done`` (status cancelled) after a cancel; some models don't."""
+    record_seconds: float = 120.0
+    """How much of each session's input audio (and events) :class:`SessionRecord` keeps."""
 
 
 @dataclass
@@ -86,28 +93,44 @@ class ImageRecord:
     error: str = ""
 
 
+RECORD_EVENTS = 5000
+
+
 @dataclass
 class SessionRecord:
-    """What one connection sent and received; tests inspect it, logs summarise it."""
+    """What one connection sent and received; tests inspect it, logs summarise it.
+
+    Bounded: the last ``record_seconds`` of input audio and the last few thousand events,
+    so a long offline-mode call doesn't grow without end.
+    """
 
     session_id: str
     model: str
     peer: str
+    record_seconds: float = 120.0
     started: float = field(default_factory=time.monotonic)
     audio: bytearray = field(default_factory=bytearray)
-    audio_appends: list[tuple[float, int]] = field(default_factory=list)
-    images: list[ImageRecord] = field(default_factory=list)
-    client_events: list[str] = field(default_factory=list)
-    server_events: list[dict[str, Any]] = field(default_factory=list)
+    audio_seconds_total: float = 0.0
+    first_audio_at: float | None = None
+    images: deque[ImageRecord] = field(default_factory=lambda: deque(maxlen=RECORD_EVENTS))
+    client_events: deque[str] = field(default_factory=lambda: deque(maxlen=RECORD_EVENTS))
+    server_events: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=RECORD_EVENTS)
+    )
     responses: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
     abort: Callable[[], None] = field(default=lambda: None, repr=False)
     """Fault injection: drop this session's TCP connection now."""
 
-    @property
-    def first_audio_at(self) -> float | None:
-        return self.audio_appends[0][0] if self.audio_appends else None
+    def add_audio(self, pcm: bytes, now: float) -> None:
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        self.audio_seconds_total += len(pcm) / 2 / INPUT_RATE
+        self.audio += pcm
+        limit = int(self.record_seconds * INPUT_RATE) * 2
+        if len(self.audio) > limit + INPUT_RATE * 2 * 10:  # trim in 10 s steps
+            del self.audio[: len(self.audio) - limit]
 
     def server_types(self) -> list[str]:
         return [str(e.get("type")) for e in self.server_events]
@@ -147,6 +170,7 @@ class _EmulatedSession:
         self.replies_started = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.conversation_id = new_id("conv")
+        self._live: av.AudioResampler | None = None
 
     # ---------------------------------------------------------------- plumbing
 
@@ -299,10 +323,12 @@ class _EmulatedSession:
         if not pcm:
             return
         now = time.monotonic()
-        self.record.audio += pcm
-        self.record.audio_appends.append((now, len(pcm)))
+        self.record.add_audio(pcm, now)
         self.buffer += pcm
         self.total_samples += len(pcm) // 2
+        if self.config.reply == "live":
+            await self._live_echo(pcm)
+            return
         if self.vad is None:
             return
         for vad_event in self.vad.feed(pcm):
@@ -310,6 +336,19 @@ class _EmulatedSession:
                 await self._speech_started(vad_event.ms)
             else:
                 await self._speech_stopped(vad_event.ms)
+
+    async def _live_echo(self, pcm: bytes) -> None:
+        if self._live is None:
+            self._live = av.AudioResampler(format="s16", layout="mono", rate=OUTPUT_RATE)
+            self.response_id = new_id("resp")
+        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = INPUT_RATE
+        out = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in self._live.resample(frame))
+        if out:
+            await self.send(ev.AudioDelta(response_id=self.response_id or "", delta=out))
+        if len(self.buffer) > INPUT_RATE * 2 * 10:
+            self._reset_buffer()  # keep memory flat: nothing is ever committed in live mode
 
     async def _speech_started(self, buffer_ms: int) -> None:
         self.speech_item_id = new_id("item")
@@ -653,7 +692,11 @@ class Emulator:
         peer = f"{ws.remote_address[0]}:{ws.remote_address[1]}" if ws.remote_address else "?"
         session_id = new_id("sess")
         record = SessionRecord(
-            session_id=session_id, model=model_name, peer=peer, abort=ws.transport.abort
+            session_id=session_id,
+            model=model_name,
+            peer=peer,
+            record_seconds=self.config.record_seconds,
+            abort=ws.transport.abort,
         )
         self.sessions.append(record)
         log.info("session %s: connected from %s, model %s", session_id, peer, model_name)
@@ -682,7 +725,7 @@ class Emulator:
         finally:
             record.close_code = ws.close_code
             record.closed.set()
-            seconds = len(record.audio) / 2 / INPUT_RATE
+            seconds = record.audio_seconds_total
             accepted = sum(1 for i in record.images if i.accepted)
             log.info(
                 "session %s: closed (code %s) after %.1f s: %.1f s of audio in, %d images "

@@ -381,5 +381,30 @@ async def test_session_finish_and_each_connection_is_recorded() -> None:
             got = await collect_until(client, lambda e: isinstance(e, ev.SessionFinished))
             assert got[-1].type == "session.finished"
         await wait_for(lambda: emu.sessions[0].closed.is_set())
-        assert emu.sessions[0].client_events[:2] == ["session.update", "session.finish"]
+        assert list(emu.sessions[0].client_events)[:2] == ["session.update", "session.finish"]
         assert emu.sessions[0].close_code == 1000
+
+
+async def test_live_mode_returns_each_chunk_at_once_at_24k() -> None:
+    pcm = utterance(speech_s=0.5, lead_s=0.2, tail_s=0.2)  # 0.9 s = 45 chunks of 20 ms
+    async with Emulator(EmulatorConfig(reply="live")) as emu, session(emu) as client:
+        await send_audio(client, pcm, chunk_ms=20)
+        got: list = []
+        await collect_until(
+            client,
+            lambda e: bool(got.append(e)) or sum(isinstance(x, ev.AudioDelta) for x in got) >= 45,
+        )
+    deltas = [e for e in got if isinstance(e, ev.AudioDelta)]
+    returned = sum(len(e.delta) for e in deltas)
+    assert abs(returned - len(pcm) * 1.5) <= 0.02 * len(pcm) * 1.5  # same duration at 24 kHz
+    assert not any(isinstance(e, ev.SpeechStarted) for e in got)  # no turn-taking
+
+
+async def test_session_record_is_bounded() -> None:
+    async with Emulator(EmulatorConfig(record_seconds=2.0)) as emu, session(emu) as client:
+        for _ in range(15):
+            await send_audio(client, bytes(32_000))  # 15 s of silence
+        await wait_for(lambda: emu.sessions[0].audio_seconds_total >= 14.99)
+        record = emu.sessions[0]
+    assert record.audio_seconds_total == pytest.approx(15.0)
+    assert len(record.audio) <= (2 + 10) * 32_000
