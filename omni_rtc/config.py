@@ -106,8 +106,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--max-calls",
         "OMNI_RTC_MAX_CALLS",
-        "concurrent calls this process accepts",
-        8,
+        "concurrent calls this process accepts (6 A/V calls use ~85% of a core: bench/calls.py)",
+        6,
         _positive_int,
     ),
     Option(
@@ -327,7 +327,7 @@ class Settings:
     vad_threshold: float = 0.5
     vad_silence_ms: int = 800
     video_fps: float = 2.0
-    max_calls: int = 8
+    max_calls: int = 6
     ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
     bridge_ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
     turn_secret: str | None = field(default=None, repr=False)

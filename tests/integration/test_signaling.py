@@ -67,7 +67,7 @@ async def test_pages_config_and_health() -> None:
             config = await r.json()
         async with http.get(bridge.url + "/healthz") as r:
             assert r.status == 200
-            assert (await r.json()) == {"status": "ok", "calls": 0, "max_calls": 8}
+            assert (await r.json()) == {"status": "ok", "calls": 0, "max_calls": 6}
         async with http.get(bridge.url + "/offer") as r:
             assert r.status == 405
             assert "error" in await r.json()
