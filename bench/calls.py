@@ -139,6 +139,7 @@ class Caller:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
                 peak = float(np.max(np.abs(frame.to_ndarray())))
                 if peak > 3000 and not loud:
                     self.heard.append(time.monotonic())
