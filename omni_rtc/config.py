@@ -255,7 +255,7 @@ def add_serve_arguments(
             choices=option.choices,
             default=default,
             action="append" if option.repeatable else "store",
-            help=option.help + shown + env,
+            help=(option.help + shown + env).replace("%", "%%"),  # argparse formats help
         )
 
 
