@@ -12,6 +12,20 @@ import numpy as np
 
 from omni_rtc.media.jpeg import JpegEncoder, JpegLimits
 
+RESPONSE_ORDER = [
+    "response.created",
+    "conversation.item.input_audio_transcription.completed",
+    "response.output_item.added",
+    "conversation.item.created",
+    "response.content_part.added",
+    "response.audio_transcript.done",
+    "response.audio.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.done",
+]
+"""PROTOCOL.md's response sequence (deltas aside), as the emulator must send it."""
+
 
 def sine_pcm(seconds: float, rate: int, hz: float = 300.0, amplitude: float = 0.3) -> bytes:
     t = np.arange(int(seconds * rate)) / rate

@@ -135,37 +135,34 @@
     }
   }
 
-  function startMicMeter(stream) {
+  // Calls onLevel(rms) every intervalMs with the RMS level of a stream (0..1).
+  function sampleLevel(stream, fftSize, intervalMs, onLevel) {
     audioContext = audioContext || new AudioContext();
-    const source = audioContext.createMediaStreamSource(stream);
     const analyser = audioContext.createAnalyser();
-    analyser.fftSize = 512;
-    source.connect(analyser);
+    analyser.fftSize = fftSize;
+    audioContext.createMediaStreamSource(stream).connect(analyser);
     const data = new Float32Array(analyser.fftSize);
-    meterTimer = setInterval(() => {
+    return setInterval(() => {
       analyser.getFloatTimeDomainData(data);
       let sum = 0;
       for (const x of data) sum += x * x;
-      const rms = Math.sqrt(sum / data.length);
+      onLevel(Math.sqrt(sum / data.length));
+    }, intervalMs);
+  }
+
+  function startMicMeter(stream) {
+    meterTimer = sampleLevel(stream, 512, 60, (rms) => {
       const level = Math.min(1, Math.max(0, (20 * Math.log10(rms + 1e-9) + 60) / 60));
       ui.micLevel.style.width = `${Math.round(level * 100)}%`;
-    }, 60);
+    });
   }
 
   function watchRemoteAudio(stream) {
-    audioContext = audioContext || new AudioContext();
-    const source = audioContext.createMediaStreamSource(stream);
-    const analyser = audioContext.createAnalyser();
-    analyser.fftSize = 256;
-    source.connect(analyser);
-    const data = new Float32Array(analyser.fftSize);
-    remoteTimer = setInterval(() => {
-      analyser.getFloatTimeDomainData(data);
-      let sum = 0;
-      for (const x of data) sum += x * x;
-      debug.remoteLevels.push([performance.now(), Math.sqrt(sum / data.length)]);
+    // What the caller hears, for the debug handle (and the barge-in test).
+    remoteTimer = sampleLevel(stream, 256, 10, (rms) => {
+      debug.remoteLevels.push([performance.now(), rms]);
       if (debug.remoteLevels.length > 6000) debug.remoteLevels.splice(0, 1000);
-    }, 10);
+    });
   }
 
   // ------------------------------------------------------------------ signaling

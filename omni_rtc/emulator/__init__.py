@@ -1,5 +1,7 @@
 """A protocol-faithful local stand-in for the Qwen-Omni Realtime service."""
 
-from .server import Emulator, EmulatorConfig, ImageRecord, SessionRecord
+from .config import EmulatorConfig
+from .record import ImageRecord, SessionRecord
+from .server import Emulator
 
 __all__ = ["Emulator", "EmulatorConfig", "ImageRecord", "SessionRecord"]

@@ -14,7 +14,7 @@ from dashscope.audio.qwen_omni import (
 )
 
 from omni_rtc.emulator import Emulator, EmulatorConfig
-from tests.helpers import chunks, pattern_jpeg, utterance
+from tests.helpers import RESPONSE_ORDER, chunks, pattern_jpeg, utterance
 
 KEY = "sk-sdk-test-key-42"
 
@@ -39,20 +39,6 @@ class Recorder(OmniRealtimeCallback):
             for e in self.events
             if e["type"] not in ("response.audio.delta", "response.audio_transcript.delta")
         ]
-
-
-EXPECTED_RESPONSE = [
-    "response.created",
-    "conversation.item.input_audio_transcription.completed",
-    "response.output_item.added",
-    "conversation.item.created",
-    "response.content_part.added",
-    "response.audio_transcript.done",
-    "response.audio.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.done",
-]
 
 
 def run_vad_conversation(url: str) -> Recorder:
@@ -95,7 +81,7 @@ async def test_sdk_vad_conversation_sees_documented_order_with_audio() -> None:
         "input_audio_buffer.committed",
         "conversation.item.created",
     ]
-    assert recorder.types()[6:] == [*EXPECTED_RESPONSE, "session.finished"]
+    assert recorder.types()[6:] == [*RESPONSE_ORDER, "session.finished"]
     audio = b"".join(
         base64.b64decode(e["delta"]) for e in recorder.events if e["type"] == "response.audio.delta"
     )
@@ -139,7 +125,7 @@ async def test_sdk_push_to_talk_conversation() -> None:
         "session.updated",
         "input_audio_buffer.committed",
         "conversation.item.created",
-        *EXPECTED_RESPONSE,
+        *RESPONSE_ORDER,
     ]
     updated = recorder.events[1]["session"]
     assert updated["voice"] == "Ethan"

@@ -24,7 +24,7 @@ from omni_rtc.realtime import (
     UpstreamUnreachable,
 )
 from omni_rtc.realtime import events as ev
-from tests.helpers import chunks, collect_until, pattern_jpeg, utterance, wait_for
+from tests.helpers import RESPONSE_ORDER, chunks, collect_until, pattern_jpeg, utterance, wait_for
 
 MODEL = "qwen-omni-turbo-realtime"
 KEY = "sk-test-0123456789abcdef"
@@ -59,20 +59,6 @@ def types(events: list) -> list[str]:
     return [e.type for e in events if not isinstance(e, (ev.AudioDelta, ev.AudioTranscriptDelta))]
 
 
-RESPONSE_TAIL = [
-    "response.created",
-    "conversation.item.input_audio_transcription.completed",
-    "response.output_item.added",
-    "conversation.item.created",
-    "response.content_part.added",
-    "response.audio_transcript.done",
-    "response.audio.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.done",
-]
-
-
 async def test_server_vad_turn_follows_documented_order_and_echoes_audio() -> None:
     async with (
         Emulator(EmulatorConfig(api_key=KEY, reply_delay_s=0.01)) as emu,
@@ -88,7 +74,7 @@ async def test_server_vad_turn_follows_documented_order_and_echoes_audio() -> No
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         "conversation.item.created",
-        *RESPONSE_TAIL,
+        *RESPONSE_ORDER,
     ]
     started = next(e for e in got if isinstance(e, ev.SpeechStarted))
     stopped = next(e for e in got if isinstance(e, ev.SpeechStopped))
@@ -145,7 +131,7 @@ async def test_manual_mode_commit_then_response_create() -> None:
         "session.created",
         "input_audio_buffer.committed",
         "conversation.item.created",
-        *RESPONSE_TAIL,
+        *RESPONSE_ORDER,
     ]
 
 
