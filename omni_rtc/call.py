@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any
 
@@ -57,6 +57,7 @@ class Call:
         idle_audio: str = "silence",
         peer_timeout: float = 30.0,
         on_closed: Callable[[Call], None] | None = None,
+        reconnect: Callable[[], Awaitable[RealtimeClient]] | None = None,
     ) -> None:
         self.id = call_id
         self.pc = pc
@@ -73,6 +74,8 @@ class Call:
         self.jpeg_limits = jpeg_limits or JpegLimits()
         self.peer_timeout = peer_timeout
         self.on_closed = on_closed
+        self.reconnect = reconnect
+        self._session_limit_hit = False
         self.started = time.monotonic()
         self.state = "listening"
         self._state_sent = False
@@ -276,17 +279,51 @@ class Call:
     # ---------------------------------------------------------------- upstream -> peer
 
     async def _pump_upstream(self) -> None:
+        while True:
+            try:
+                async for event in self.client:
+                    await self._on_upstream(event)
+                return  # we closed it
+            except UpstreamClosed as exc:
+                if self._session_limit_hit and await self._renew_session():
+                    continue
+                await self._upstream_lost(exc)
+                return
+
+    async def _renew_session(self) -> bool:
+        """The service closed the session at a time limit: open a new one, keep the call."""
+        assert self.reconnect is not None
+        self._session_limit_hit = False
         try:
-            async for event in self.client:
-                await self._on_upstream(event)
-        except UpstreamClosed as exc:
-            log.warning("call %s: upstream closed: %s", self.id, str(exc))
-            reason = exc.reason or "connection lost"
-            self.send_peer(
-                {"type": "error", "message": f"The model service ended the session: {reason}"}
-            )
-            self.metrics.calls_failed.labels("upstream_closed").inc()
-            await self.close("upstream_closed")
+            client = await self.reconnect()
+        except RealtimeError as exc:
+            log.warning("call %s: could not renew the model session: %s", self.id, str(exc))
+            return False
+        self.client = client
+        self.reply_track.flush()
+        self._ignored_responses.clear()
+        self._current_response = None
+        self._turn_ended_at = None
+        self.metrics.upstream_rollovers.inc()
+        log.info("call %s: model session renewed after a session time limit", self.id)
+        self.send_peer(
+            {
+                "type": "notice",
+                "message": "The model session reached its time limit and was renewed; "
+                "it does not remember the conversation so far.",
+            }
+        )
+        self._set_state("listening")
+        return True
+
+    async def _upstream_lost(self, exc: UpstreamClosed) -> None:
+        log.warning("call %s: upstream closed: %s", self.id, str(exc))
+        reason = exc.reason or "connection lost"
+        self.send_peer(
+            {"type": "error", "message": f"The model service ended the session: {reason}"}
+        )
+        self.metrics.calls_failed.labels("upstream_closed").inc()
+        await self.close("upstream_closed")
 
     async def _on_upstream(self, event: ev.ServerEvent) -> None:
         if isinstance(event, ev.AudioDelta):
@@ -352,6 +389,12 @@ class Call:
             self._set_state("listening")
 
     def _on_upstream_error(self, event: ev.ErrorEvent) -> None:
+        if self.reconnect is not None and any(
+            fragment in event.message for fragment in self.profile.session_limit_errors
+        ):
+            self._session_limit_hit = True  # the close that follows renews the session
+            log.info("call %s: model session limit: %s", self.id, event.message)
+            return
         if event.message in self.profile.benign_errors:
             log.debug("call %s: expected upstream error: %s", self.id, event.message)
             return

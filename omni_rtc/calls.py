@@ -20,6 +20,7 @@ from .ice import rtc_configuration
 from .metrics import Metrics
 from .realtime.client import RealtimeClient
 from .realtime.errors import AuthenticationFailed, RealtimeError
+from .realtime.session import SessionConfig
 
 log = logging.getLogger("omni_rtc.calls")
 
@@ -78,23 +79,14 @@ class CallManager:
             raise CapacityError(f"this server is at its limit of {self.settings.max_calls} calls")
         self._connecting += 1
         try:
-            profile = self.settings.profile
             try:
-                client = await RealtimeClient.connect(
-                    url=profile.url(self.settings.model_name, self.upstream_url),
-                    api_key=self.settings.api_key,
-                    profile=profile,
-                    session=session,
-                    open_timeout=self.settings.connect_timeout,
-                    session_timeout=self.settings.connect_timeout,
-                )
+                client = await self._open_session(session)
             except AuthenticationFailed:
                 self.metrics.calls_failed.labels("upstream_auth").inc()
                 raise
             except RealtimeError:
                 self.metrics.calls_failed.labels("upstream_unavailable").inc()
                 raise
-            self.metrics.upstream_connect.observe(client.connect_seconds)
             pc = RTCPeerConnection(rtc_configuration(self.settings))
             call = Call(
                 call_id=secrets.token_urlsafe(16),
@@ -109,6 +101,7 @@ class CallManager:
                 idle_audio=self.settings.idle_audio,
                 peer_timeout=self.settings.peer_timeout,
                 on_closed=self._forget,
+                reconnect=lambda: self._open_session(session),
             )
             call.attach()
             try:
@@ -134,6 +127,19 @@ class CallManager:
             return call, pc.localDescription.sdp
         finally:
             self._connecting -= 1
+
+    async def _open_session(self, session: SessionConfig) -> RealtimeClient:
+        profile = self.settings.profile
+        client = await RealtimeClient.connect(
+            url=profile.url(self.settings.model_name, self.upstream_url),
+            api_key=self.settings.api_key,
+            profile=profile,
+            session=session,
+            open_timeout=self.settings.connect_timeout,
+            session_timeout=self.settings.connect_timeout,
+        )
+        self.metrics.upstream_connect.observe(client.connect_seconds)
+        return client
 
     def _forget(self, call: Call) -> None:
         self._calls.pop(call.id, None)

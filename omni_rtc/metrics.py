@@ -58,6 +58,11 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.upstream_rollovers = Counter(
+            "omni_rtc_upstream_rollovers",
+            "Realtime sessions renewed mid-call after the service's idle or duration limit",
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "omni_rtc_upstream_errors", "Error events from the realtime service", registry=r
         )

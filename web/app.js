@@ -255,6 +255,7 @@
       case "state": setChip(ui.state, msg.value); break;
       case "interrupted": markInterrupted(); break;
       case "error": showError(msg.message); break;
+      case "notice": showNotice(msg.message); break;
       case "ended":
         setChip(ui.state, "ended");
         if (msg.reason !== "hangup") endCall(false);

@@ -71,6 +71,9 @@ class ProviderProfile:
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     benign_errors: tuple[str, ...] = ()
     """Error messages that race with our own barge-in and mean nothing to a user."""
+    session_limit_errors: tuple[str, ...] = ()
+    """Fragments of the error the service sends before closing a session that hit a time
+    limit (idle or maximum duration); the call then renews the session instead of ending."""
 
     @property
     def default_url(self) -> str:
@@ -203,6 +206,8 @@ DASHSCOPE = ProviderProfile(
     barge_in=BargeInStrategy(cancel_response=True, truncate_item=False),
     vad_threshold_range=(-1.0, 1.0),
     benign_errors=("Conversation has none active response",),
+    # "Your session was closed because no response was generated for 300 seconds."
+    session_limit_errors=("Your session was closed because", "maximum duration"),
 )
 
 OPENAI = ProviderProfile(
@@ -229,6 +234,7 @@ OPENAI = ProviderProfile(
     vad_threshold_range=(0.0, 1.0),
     extra_headers={"OpenAI-Beta": "realtime=v1"},
     benign_errors=("Cancellation failed: no active response found",),
+    session_limit_errors=("maximum duration",),
 )
 
 PROFILES: dict[str, ProviderProfile] = {p.name: p for p in (DASHSCOPE, OPENAI)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import numpy as np
@@ -210,3 +211,34 @@ async def test_upstream_drop_tells_the_peer_and_ends_the_call(speech_wav) -> Non
     assert "The model service ended the session" in error["message"]
     assert ended["reason"] == "upstream_closed"
     assert 'omni_rtc_calls_failed_total{reason="upstream_closed"} 1.0' in metrics
+
+
+async def test_session_time_limit_renews_the_session_and_the_call_goes_on(speech_wav) -> None:
+    # The service closes a session after N s without a reply (300 s in production).
+    # (300 s in production; here longer than one spoken turn, ~4 s, and no longer)
+    emulator = EmulatorConfig(idle_timeout_s=6.0, reply_delay_s=0.05)
+    async with run_bridge(emulator=emulator) as bridge:
+        track = LoopingPcmTrack(load_pcm48(speech_wav))
+        track.muted = True  # the caller is silent for a while
+        peer = TestPeer(bridge.url, track)
+        try:
+            await peer.call()
+            await peer.wait_connected()
+            _, notice = await peer.wait_message(lambda m: m.get("type") == "notice", timeout=10)
+            track.muted = False
+            _, final = await peer.wait_message(
+                lambda m: m.get("type") == "transcript" and m["role"] == "assistant" and m["final"],
+                timeout=20,
+            )
+            assert bridge.manager.active == 1
+        finally:
+            await peer.close()
+        metrics = bridge.metrics.render().decode()
+        sessions = len(bridge.emulator.sessions)
+    assert "does not remember" in notice["message"]
+    assert final["text"].startswith("I heard ")
+    assert sessions >= 2
+    assert not peer.of_type("error")  # a renewal is not an error for the caller
+    assert not peer.of_type("ended")
+    rollovers = float(re.search(r"^omni_rtc_upstream_rollovers_total (\S+)$", metrics, re.M)[1])
+    assert rollovers >= 1
