@@ -82,6 +82,7 @@ class Call:
         self.ended_reason: str | None = None
         self.closed = asyncio.Event()
         self._closing = False
+        self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sampler: FrameSampler | None = None
         self._channel: RTCDataChannel | None = None
@@ -145,6 +146,7 @@ class Call:
                 _low_latency_audio_receiver(transceiver.receiver)
 
     def start(self) -> None:
+        self._started = True
         self._spawn(self._pump_upstream(), "upstream")
         self._spawn(self._watch_peer_connects(), "peer-timeout")
         self.metrics.calls_total.inc()
@@ -503,9 +505,10 @@ class Call:
             await asyncio.wait(tasks, timeout=2)
         self._report_underruns()
         duration = time.monotonic() - self.started
-        self.metrics.calls_active.dec()
-        self.metrics.calls_ended.labels(reason).inc()
-        self.metrics.call_duration.observe(duration)
+        if self._started:
+            self.metrics.calls_active.dec()
+            self.metrics.calls_ended.labels(reason).inc()
+            self.metrics.call_duration.observe(duration)
         log.info(
             "call %s: ended (%s) after %.1f s: %d audio chunks and %d images up, %d barge-ins, "
             "%d reply frames, %d underruns",

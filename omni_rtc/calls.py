@@ -109,8 +109,7 @@ class CallManager:
                 call.after_remote_description()
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
-                await client.close()
-                await pc.close()
+                await call.close("bad_offer")  # ends whatever the offer's tracks started
                 self.metrics.calls_failed.labels("bad_offer").inc()
                 raise OfferError(
                     f"cannot answer this offer: {exc or exc.__class__.__name__}"

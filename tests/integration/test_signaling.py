@@ -232,3 +232,23 @@ async def test_delete_calls() -> None:
         finally:
             await peer.close()
         await asyncio.sleep(0)
+
+
+async def test_offer_aiortc_cannot_apply_is_400_and_leaves_nothing() -> None:
+    sdp = "".join(
+        line
+        for line in (await offer_sdp()).splitlines(keepends=True)
+        if not line.startswith("a=ice-")
+    )
+    before = {t for t in asyncio.all_tasks()}
+    async with run_bridge() as bridge:
+        status, text, _ = await post(bridge.url, {"type": "offer", "sdp": sdp})
+        await asyncio.wait_for(bridge.emulator.sessions[0].closed.wait(), 2)  # upstream closed
+        await asyncio.sleep(0.1)
+        leftover = [t for t in asyncio.all_tasks() - before if "call-" in t.get_name()]
+        metrics = bridge.metrics.render().decode()
+    assert status == 400
+    assert text.startswith("cannot answer this offer")
+    assert not leftover
+    assert "omni_rtc_calls_active 0.0" in metrics
+    assert 'omni_rtc_calls_failed_total{reason="bad_offer"} 1.0' in metrics
