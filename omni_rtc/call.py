@@ -35,7 +35,6 @@ log = logging.getLogger("omni_rtc.call")
 MAX_PEER_MESSAGE_BYTES = 4096
 MIN_PTT_MS = 200
 """Shorter push-to-talk presses are dropped: the service refuses tiny buffers."""
-DISCONNECT_GRACE_S = 5.0
 OUTBOX_LIMIT = 200
 
 
@@ -94,7 +93,6 @@ class Call:
         self._current_response: str | None = None
         self._assistant_text = ""
         self._underruns_reported = 0
-        self._disconnect_timer: asyncio.TimerHandle | None = None
         self.stats: dict[str, int] = {"audio_chunks": 0, "images": 0, "barge_ins": 0}
 
     # ---------------------------------------------------------------- wiring
@@ -123,20 +121,14 @@ class Call:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
+            # aiortc has no "disconnected" state: a vanished peer shows as "failed" once
+            # ICE consent expires.
             state = pc.connectionState
             log.info("call %s: peer connection %s", self.id, state)
-            if state == "connected":
-                if self._disconnect_timer:
-                    self._disconnect_timer.cancel()
-                    self._disconnect_timer = None
-            elif state == "failed":
+            if state == "failed":
                 self._spawn(self.close("peer_failed"), "close")
             elif state == "closed":
                 self._spawn(self.close("peer_closed"), "close")
-            elif state == "disconnected" and self._disconnect_timer is None:
-                self._disconnect_timer = asyncio.get_running_loop().call_later(
-                    DISCONNECT_GRACE_S, lambda: self._spawn(self.close("peer_lost"), "close")
-                )
 
     def after_remote_description(self) -> None:
         """Send our reply on the caller's audio transceiver; lower uplink buffering."""
@@ -484,9 +476,7 @@ class Call:
             return
         self._closing = True
         self.ended_reason = reason
-        if self._disconnect_timer:
-            self._disconnect_timer.cancel()
-        if reason in ("peer_failed", "peer_lost", "internal_error"):
+        if reason in ("peer_failed", "internal_error"):
             self.metrics.calls_failed.labels(reason).inc()
         self.send_peer({"type": "ended", "reason": reason})
         await self._drain_channel()

@@ -85,7 +85,7 @@ async def test_twenty_calls_ending_every_way_leave_nothing_behind(fast_consent) 
                     "peer_closed": ("peer_closed",),
                     "upstream_lost": ("upstream_closed",),
                     "never_connected": ("peer_timeout",),
-                    "ice_failed": ("peer_failed", "peer_lost", "peer_closed"),
+                    "ice_failed": ("peer_failed", "peer_closed"),
                 }[ending]
             ), (ending, call.ended_reason)
             await peer.close()
