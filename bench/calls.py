@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import av
@@ -336,13 +335,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    runner: Callable[[], Awaitable[None]]
     if args.serve_baseline:
         asyncio.run(serve_baseline(args.serve_baseline))
         return
     restrict_host_addresses(["127.0.0.1"])
-    runner = lambda: run(args.calls, args.seconds, args.camera_fps)  # noqa: E731
-    asyncio.run(runner())
+    asyncio.run(run(args.calls, args.seconds, args.camera_fps))
 
 
 if __name__ == "__main__":

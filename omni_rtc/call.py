@@ -27,7 +27,7 @@ from .media.reply_track import ReplyTrack
 from .metrics import Metrics
 from .realtime import events as ev
 from .realtime.client import RealtimeClient
-from .realtime.errors import ImageBeforeAudio, RealtimeError, UpstreamClosed
+from .realtime.errors import RealtimeError, UpstreamClosed
 from .realtime.session import SessionConfig
 
 log = logging.getLogger("omni_rtc.call")
@@ -210,9 +210,7 @@ class Call:
     async def _send_image(self, jpeg: bytes) -> None:
         try:
             await self.client.append_image(jpeg)
-        except ImageBeforeAudio:
-            raise ImageRefused from None
-        except RealtimeError:
+        except RealtimeError:  # no audio in the buffer yet (ImageBeforeAudio), or closed
             raise ImageRefused from None
         self.stats["images"] += 1
         self.metrics.images_sent.inc()

@@ -14,7 +14,6 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
-    ConnectionClosedOK,
     InvalidHandshake,
     InvalidStatus,
     InvalidURI,
@@ -210,8 +209,8 @@ class RealtimeClient:
         while True:
             try:
                 yield await self._receive()
-            except (ConnectionClosedOK, ConnectionClosed):
-                return  # we closed it ourselves
+            except ConnectionClosed:
+                return  # _receive re-raises it only when we closed the session ourselves
 
     # ------------------------------------------------------------ sending
 

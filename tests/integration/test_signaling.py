@@ -21,8 +21,7 @@ KEY = "sk-very-secret-key-0123456789"
 async def offer_sdp(audio: bool = True, audio_direction: str | None = None) -> str:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     if audio:
-        transceiver = pc.addTransceiver("audio", direction=audio_direction or "sendrecv")
-        del transceiver
+        pc.addTransceiver("audio", direction=audio_direction or "sendrecv")
     else:
         pc.addTransceiver("video")
     await pc.setLocalDescription(await pc.createOffer())

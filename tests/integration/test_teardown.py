@@ -8,6 +8,7 @@ import os
 import time
 import weakref
 
+import aiohttp
 import aioice.ice
 import pytest
 
@@ -50,8 +51,6 @@ async def test_twenty_calls_ending_every_way_leave_nothing_behind(fast_consent) 
             if ending == "never_connected":
                 await peer.pc.setLocalDescription(await peer.pc.createOffer())
                 # post the offer but never apply the answer: ICE never completes
-                import aiohttp
-
                 async with (
                     aiohttp.ClientSession() as http,
                     http.post(
