@@ -1,9 +1,13 @@
-"""Prometheus metrics for calls, upstream sessions and media (one registry per server)."""
+"""Prometheus metrics for calls, upstream sessions and media (one registry per server).
+
+Call counters carry a ``transport`` label (webrtc, whip, sip, twilio, pipe).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+TRANSPORTS = ("webrtc", "whip", "sip", "twilio", "pipe")
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
@@ -11,16 +15,21 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.calls_active = Gauge("omni_rtc_calls_active", "Calls in progress", registry=r)
-        self.calls_total = Counter("omni_rtc_calls", "Calls accepted", registry=r)
+        self.calls_active = Gauge(
+            "omni_rtc_calls_active", "Calls in progress", ["transport"], registry=r
+        )
+        self.calls_total = Counter("omni_rtc_calls", "Calls accepted", ["transport"], registry=r)
         self.calls_failed = Counter(
             "omni_rtc_calls_failed",
-            "Calls refused or ended by a failure, by reason",
-            ["reason"],
+            "Calls refused or ended by a failure, by transport and reason",
+            ["transport", "reason"],
             registry=r,
         )
         self.calls_ended = Counter(
-            "omni_rtc_calls_ended", "Calls ended, by reason", ["reason"], registry=r
+            "omni_rtc_calls_ended",
+            "Calls ended, by transport and reason",
+            ["transport", "reason"],
+            registry=r,
         )
         self.call_duration = Histogram(
             "omni_rtc_call_duration_seconds",
@@ -63,9 +72,20 @@ class Metrics:
             "Realtime sessions renewed mid-call after the service's idle or duration limit",
             registry=r,
         )
+        self.dtmf_digits = Counter(
+            "omni_rtc_dtmf_digits",
+            "Keypad digits callers pressed (RFC 4733 or media-stream events)",
+            ["transport"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "omni_rtc_upstream_errors", "Error events from the realtime service", registry=r
         )
+
+        for transport in TRANSPORTS:  # every series exists from the start, at 0
+            self.calls_active.labels(transport)
+            self.calls_total.labels(transport)
+            self.dtmf_digits.labels(transport)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

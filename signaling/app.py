@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from omni_rtc import __version__
+from omni_rtc.bridge import Bridge
 from omni_rtc.calls import CallManager, CapacityError
 from omni_rtc.config import Settings
 from omni_rtc.ice import resolve_ice_servers
@@ -22,11 +23,11 @@ from .validation import MODES, BadRequest, parse_offer
 
 log = logging.getLogger("omni_rtc.http")
 
+BRIDGE = web.AppKey("bridge", Bridge)
 SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", CallManager)
 METRICS = web.AppKey("metrics", Metrics)
 WEB_DIR = web.AppKey("web_dir", Path)
-UPSTREAM = web.AppKey("upstream", str)
 
 RETRY_AFTER_S = 15
 CSP = (
@@ -135,9 +136,8 @@ async def post_offer(request: web.Request) -> web.Response:
         sdp, options = parse_offer(data, settings.max_body_bytes)
     except BadRequest as exc:
         return json_error(400, str(exc))
-    manager = request.app[MANAGER]
     try:
-        call, answer = await manager.create(sdp, options)
+        call, answer = await request.app[BRIDGE].answer_offer(sdp, options)
     except ValueError as exc:  # unknown voice, unusable SDP, bad per-call option
         return json_error(400, str(exc))
     except CapacityError as exc:
@@ -158,7 +158,6 @@ async def delete_call(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    settings = request.app[SETTINGS]
     if not manager.accepting:
         status = "draining"
     elif not manager.has_room:
@@ -166,7 +165,7 @@ async def healthz(request: web.Request) -> web.Response:
     else:
         status = "ok"
     return web.json_response(
-        {"status": status, "calls": manager.active, "max_calls": settings.max_calls},
+        {"status": status, "calls": manager.active, "max_calls": manager.max_calls},
         status=200 if status == "ok" else 503,
         headers={"Cache-Control": "no-store"},
     )
@@ -178,32 +177,47 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def _shutdown(app: web.Application) -> None:
-    await app[MANAGER].close_all()
+def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None) -> web.Application:
+    """The bridge's HTTP side; mountable under a prefix (every URL the page uses is relative).
 
-
-def create_app(
-    settings: Settings,
-    upstream_url: str,
-    *,
-    metrics_registry: Metrics | None = None,
-    web_dir: Path | None = None,
-) -> web.Application:
-    """The whole HTTP side; ``upstream_url`` is the realtime base URL (or the emulator's)."""
+    The bridge starts and closes with the application.
+    """
+    settings = bridge.settings
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_as_json])
-    app_metrics = metrics_registry or Metrics()
+    app[BRIDGE] = bridge
     app[SETTINGS] = settings
-    app[METRICS] = app_metrics
-    app[UPSTREAM] = upstream_url
-    app[WEB_DIR] = web_dir or find_web_dir()
-    app[MANAGER] = CallManager(settings, upstream_url, app_metrics)
+    app[METRICS] = bridge.metrics
+    app[MANAGER] = bridge.calls
     app.on_response_prepare.append(security_headers)
+    app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
-    app.router.add_get("/", index)
-    app.router.add_static("/static/", app[WEB_DIR], append_version=False)
+    if page:
+        app[WEB_DIR] = web_dir or find_web_dir()
+        app.router.add_get("/", index)
+        app.router.add_static("/static/", app[WEB_DIR], append_version=False)
     app.router.add_get("/config", get_config)
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/calls/{call_id}", delete_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def _startup(app: web.Application) -> None:
+    await app[BRIDGE].start()
+
+
+async def _shutdown(app: web.Application) -> None:
+    await app[BRIDGE].close()
+
+
+def create_app(
+    settings: Settings,
+    upstream_url: str | None = None,
+    *,
+    metrics_registry: Metrics | None = None,
+    web_dir: Path | None = None,
+) -> web.Application:
+    """The standalone server's application (``upstream_url`` overrides the settings')."""
+    bridge = Bridge(settings, upstream_url=upstream_url, metrics=metrics_registry)
+    return build_app(bridge, web_dir=web_dir)

@@ -11,12 +11,12 @@ import ssl
 from aiohttp import web
 
 from omni_rtc import __version__
+from omni_rtc.bridge import Bridge
 from omni_rtc.config import Settings
-from omni_rtc.emulator import Emulator, EmulatorConfig
 from omni_rtc.ice import restrict_host_addresses
 from omni_rtc.log import setup_logging
 
-from .app import MANAGER, create_app
+from .app import build_app
 
 log = logging.getLogger("omni_rtc")
 
@@ -63,13 +63,10 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    emulator: Emulator | None = None
-    upstream = settings.base_url()
-    if upstream is None:
-        emulator = Emulator(EmulatorConfig(reply=settings.emulator_reply))  # type: ignore[arg-type]
-        await emulator.start()
-        upstream = emulator.url
-    app = create_app(settings, upstream)
+    bridge = Bridge(settings)
+    await bridge.start()
+    upstream = bridge.upstream_url
+    app = build_app(bridge)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_ssl_context(settings))
@@ -92,10 +89,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: ending %d calls", app[MANAGER].active)
+        log.info("shutting down: ending %d calls", bridge.calls.active)
         await runner.cleanup()
-        if emulator is not None:
-            await emulator.stop()
+        await bridge.close()
 
 
 def run(settings: Settings) -> int:

@@ -94,7 +94,7 @@
   // ------------------------------------------------------------------ configuration
 
   async function loadConfig() {
-    const response = await fetch("/config");
+    const response = await fetch("config");
     if (!response.ok) throw new Error(`cannot load /config (HTTP ${response.status})`);
     config = await response.json();
     debug.config = config;
@@ -219,7 +219,7 @@
       setChip(ui.connection, "connecting", "connecting…");
       await pc.setLocalDescription(await pc.createOffer());
       await waitForIceGathering(pc, 3000);
-      const response = await fetch("/offer", {
+      const response = await fetch("offer", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({
@@ -268,7 +268,7 @@
   function endCall(notifyServer) {
     const callId = debug.callId;
     if (notifyServer && callId) {
-      fetch(`/calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+      fetch(`calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
     }
     debug.callId = null;
     clearInterval(meterTimer);

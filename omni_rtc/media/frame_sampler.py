@@ -114,7 +114,6 @@ class FrameSampler:
             if frame is None:
                 continue
             started = self.clock()
-            next_due = started + self.interval
             try:
                 image: EncodedImage = await loop.run_in_executor(
                     self.executor, self.encoder.encode, frame
@@ -127,7 +126,11 @@ class FrameSampler:
                 await self.send(image.data)
             except ImageRefused:
                 self.stats.images_refused += 1
+                next_due = started + self.interval
                 continue
+            # Paced on what left, not on when encoding began: a slow encode followed
+            # by a fast one must not put two images closer than the interval.
+            next_due = self.clock() + self.interval
             self.stats.images_sent += 1
             self.stats.last_size = (image.width, image.height)
             self.stats.last_bytes = len(image.data)

@@ -118,6 +118,10 @@ class ReplyTrack(MediaStreamTrack):
     def playing(self) -> bool:
         return self._in_reply
 
+    @property
+    def underruns(self) -> int:
+        return self.stats.underruns
+
     # ---------------------------------------------------------------- aiortc side
 
     async def recv(self) -> av.AudioFrame:

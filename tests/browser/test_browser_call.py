@@ -89,7 +89,9 @@ async def test_browser_call_speech_video_reply_and_transcripts(
     assert record.images, "no camera frames reached the model"
     assert all(i.accepted for i in record.images), [i.error for i in record.images]
     assert record.images[0].at >= record.first_audio_at
-    assert np.all(np.diff([i.at for i in record.images]) >= 0.45)
+    assert np.all(np.diff([i.at for i in record.images]) >= 0.45), [
+        (i.at, i.accepted) for i in record.images
+    ]
     assert all(i.width <= 1280 and i.height <= 720 for i in record.images)
     # the browser heard the reply and showed both sides
     record_figures(
@@ -226,3 +228,21 @@ async def test_browser_call_relayed_through_coturn(
     assert pair["local"] == "relay"
     assert len(record.audio) / 2 / 16_000 > 2.0  # browser -> model through TURN
     assert energy > 0  # model -> browser through TURN
+
+
+async def test_browser_call_from_the_page_mounted_under_a_prefix(
+    chromium: BrowserContext, artifacts: Path
+) -> None:
+    from tests.integration.test_embedding import host_app
+
+    async with host_app() as (base, bridge, emu):
+        page = await chromium.new_page()
+        await page.goto(base + "/voice" + PAGE)  # redirected to /voice/, URLs relative
+        assert page.url == base + "/voice/" + PAGE.lstrip("/")
+        await page.click("#call")
+        await wait_js(page, "document.querySelector('#turns li.assistant[data-final]') !== null")
+        assert not await page.is_visible("#error")
+        assert bridge.calls.active == 1
+        await page.click("#hangup")
+        await asyncio.wait_for(emu.sessions[0].closed.wait(), 5)
+        assert bridge.calls.active == 0

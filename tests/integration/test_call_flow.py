@@ -210,7 +210,7 @@ async def test_upstream_drop_tells_the_peer_and_ends_the_call(speech_wav) -> Non
         metrics = bridge.metrics.render().decode()
     assert "The model service ended the session" in error["message"]
     assert ended["reason"] == "upstream_closed"
-    assert 'omni_rtc_calls_failed_total{reason="upstream_closed"} 1.0' in metrics
+    assert 'omni_rtc_calls_failed_total{reason="upstream_closed",transport="webrtc"} 1.0' in metrics
 
 
 async def test_session_time_limit_renews_the_session_and_the_call_goes_on(speech_wav) -> None:

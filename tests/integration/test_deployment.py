@@ -129,10 +129,10 @@ async def test_metrics_during_and_after_a_call(speech_wav) -> None:
             await peer.close()
         await asyncio.sleep(0.3)
         after = await scrape(bridge.url)
-    assert metric(during, "omni_rtc_calls_active") == 1
-    assert metric(after, "omni_rtc_calls_active") == 0
-    assert metric(after, "omni_rtc_calls_total") == 1
-    assert metric(after, 'omni_rtc_calls_ended_total{reason="peer_closed"}') == 1
+    assert metric(during, 'omni_rtc_calls_active{transport="webrtc"}') == 1
+    assert metric(after, 'omni_rtc_calls_active{transport="webrtc"}') == 0
+    assert metric(after, 'omni_rtc_calls_total{transport="webrtc"}') == 1
+    assert metric(after, 'omni_rtc_calls_ended_total{reason="peer_closed",transport="webrtc"}') == 1
     assert metric(during, "omni_rtc_upstream_connect_seconds_count") == 1
     assert metric(during, "omni_rtc_reply_latency_seconds_count") >= 1
     assert 0 < metric(during, "omni_rtc_reply_latency_seconds_sum") < 5

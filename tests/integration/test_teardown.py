@@ -98,8 +98,8 @@ async def test_twenty_calls_ending_every_way_leave_nothing_behind(fast_consent) 
         assert not leftover, leftover
         assert open_fds() <= fds_before + 3, (fds_before, open_fds())
         metrics = bridge.metrics.render().decode()
-    assert "omni_rtc_calls_active 0.0" in metrics
-    assert "omni_rtc_calls_total 20.0" in metrics
+    assert 'omni_rtc_calls_active{transport="webrtc"} 0.0' in metrics
+    assert 'omni_rtc_calls_total{transport="webrtc"} 20.0' in metrics
     # once the bridge knows the peer or upstream is gone, everything ends within 2 s
     for ending in ("hangup", "peer_closed", "upstream_lost"):
         assert max(end_seconds[ending]) < 2.0, (ending, end_seconds[ending])
