@@ -20,6 +20,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from .calls import CallManager, CallOptions, CapacityError, OfferError
 from .config import Settings
 from .conversation.core import Conversation
+from .conversation.events import Notice
+from .conversation.limits import CallLimits
 from .conversation.sinks import PcmReplyQueue, ReplySink
 from .emulator import Emulator, EmulatorConfig
 from .ice import restrict_host_addresses, rtc_configuration
@@ -28,6 +30,7 @@ from .metrics import Metrics
 from .realtime.client import RealtimeClient
 from .realtime.errors import AuthenticationFailed, RealtimeError
 from .realtime.session import SessionConfig
+from .transports import sctp_guard
 from .transports.pipe import AudioPipe, check_rate
 from .transports.webrtc import WebRtcCall
 
@@ -55,6 +58,7 @@ class Bridge:
         if settings is not None and options:
             raise TypeError("give either Settings or keyword options, not both")
         self.settings = settings or Settings(**options)
+        sctp_guard.install()
         self.metrics = metrics or Metrics()
         self.calls = CallManager(self.settings.max_calls, self.metrics)
         self.executor = ThreadPoolExecutor(
@@ -83,7 +87,13 @@ class Bridge:
             restrict_host_addresses(self.settings.ice_host_addresses)
         async with self._start_lock:
             if self._upstream_url is None:
-                emulator = Emulator(EmulatorConfig(reply=self.settings.emulator_reply))  # type: ignore[arg-type]
+                emulator = Emulator(
+                    EmulatorConfig(
+                        reply=self.settings.emulator_reply,  # type: ignore[arg-type]
+                        keep_sessions=8,  # offline serving needs no history
+                        record_seconds=5.0,
+                    )
+                )
                 await emulator.start()
                 self._emulator = emulator
                 self._upstream_url = emulator.url
@@ -98,6 +108,26 @@ class Bridge:
         if self._emulator is not None:
             await self._emulator.stop()
             self._emulator = None
+
+    async def drain(self, seconds: float, hurry: asyncio.Event | None = None) -> None:
+        """Refuse new calls; let running ones go on up to ``seconds`` (or until ``hurry``),
+        then end them with ``server_shutdown``, which callers are told."""
+        self.calls.accepting = False
+        if self.calls.active and seconds > 0:
+            for call in self.calls.list():
+                call.conversation.emit(
+                    Notice(
+                        f"The server is shutting down: this call can go on for up to "
+                        f"{seconds:.0f} s more."
+                    )
+                )
+            waiters = [asyncio.ensure_future(self.calls.empty.wait())]
+            if hurry is not None:
+                waiters.append(asyncio.ensure_future(hurry.wait()))
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        await self.calls.close_all("server_shutdown")
 
     async def __aenter__(self) -> Bridge:
         await self.start()
@@ -137,6 +167,7 @@ class Bridge:
                 session=session,
                 open_timeout=settings.connect_timeout,
                 session_timeout=settings.connect_timeout,
+                keepalive=settings.upstream_ping_seconds,
             )
         except AuthenticationFailed:
             log.error("the realtime service rejected the API key")
@@ -166,6 +197,11 @@ class Bridge:
             chunk_ms=settings.chunk_ms,
             video_fps=settings.video_fps,
             jpeg_limits=settings.jpeg_limits,
+            limits=CallLimits(
+                max_call_seconds=settings.max_call_seconds or None,
+                idle_seconds=settings.idle_seconds or None,
+            ),
+            reconnect_seconds=settings.reconnect_seconds,
         )
 
     async def start_conversation(self, conversation: Conversation) -> None:

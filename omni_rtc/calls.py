@@ -10,9 +10,12 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .conversation.core import Conversation
 
 log = logging.getLogger("omni_rtc.calls")
 
@@ -50,6 +53,9 @@ class Call(Protocol):
     @property
     def ended_reason(self) -> str | None: ...
 
+    @property
+    def conversation(self) -> Conversation: ...
+
     async def close(self, reason: str = "hangup") -> None: ...
 
 
@@ -60,6 +66,9 @@ class CallManager:
         self._calls: dict[str, Call] = {}
         self._connecting = 0
         self.accepting = True
+        self.empty = asyncio.Event()
+        """Set while no call is running (a drain waits on it)."""
+        self.empty.set()
 
     @property
     def active(self) -> int:
@@ -92,15 +101,21 @@ class CallManager:
     def add(self, call: Call) -> None:
         """Register a started call; it leaves the registry when it ends."""
         self._calls[call.id] = call
+        self.empty.clear()
         waiter = asyncio.ensure_future(call.closed.wait())
-        waiter.add_done_callback(lambda _: self._calls.pop(call.id, None))
+        waiter.add_done_callback(lambda _: self._forget(call.id))
+
+    def _forget(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+        if not self._calls:
+            self.empty.set()
 
     async def close(self, call_id: str, reason: str = "hangup") -> bool:
         call = self._calls.get(call_id)
         if call is None:
             return False
         await call.close(reason)
-        self._calls.pop(call_id, None)
+        self._forget(call_id)
         return True
 
     async def close_all(self, reason: str = "server_shutdown") -> None:

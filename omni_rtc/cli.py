@@ -70,6 +70,18 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="fault: abort the connection halfway through the first reply",
     )
+    p.add_argument(
+        "--partition-after",
+        type=float,
+        default=None,
+        help="fault: after this many seconds each connection goes silent without closing",
+    )
+    p.add_argument(
+        "--fault-sessions",
+        type=int,
+        default=None,
+        help="inject the faults into the first N sessions only (default: every session)",
+    )
     p.add_argument("--reject-auth", action="store_true", help="fault: refuse every key with 401")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
@@ -89,6 +101,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
         max_session_s=args.max_session,
         drop_after_s=args.drop_after,
         drop_mid_reply=args.drop_mid_reply,
+        partition_after_s=args.partition_after,
+        fault_sessions=args.fault_sessions,
     )
     emulator = Emulator(config, host=args.host, port=args.port)
     print(f"omni-rtc emulator on {emulator.url}?model=qwen-omni-turbo-realtime", flush=True)

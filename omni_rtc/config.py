@@ -189,7 +189,36 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--peer-timeout",
         "OMNI_RTC_PEER_TIMEOUT",
-        "seconds a new call may take to connect its media before it is dropped",
+        "seconds a new call may take to connect its media before it is dropped (its slot "
+        "and model session are released)",
+        10.0,
+        float,
+    ),
+    Option(
+        "--max-call-seconds",
+        "OMNI_RTC_MAX_CALL_SECONDS",
+        "longest call, seconds (0 = no limit; renewed model sessions don't extend it)",
+        3600.0,
+        float,
+    ),
+    Option(
+        "--idle-seconds",
+        "OMNI_RTC_IDLE_SECONDS",
+        "end a call when neither side has spoken for this long, seconds (0 = never)",
+        300.0,
+        float,
+    ),
+    Option(
+        "--reconnect-seconds",
+        "OMNI_RTC_RECONNECT_SECONDS",
+        "how long a call keeps trying to reach the model service again after losing it",
+        20.0,
+        float,
+    ),
+    Option(
+        "--drain-seconds",
+        "OMNI_RTC_DRAIN_SECONDS",
+        "on SIGTERM, refuse new calls and let running ones go on this long before ending them",
         30.0,
         float,
     ),
@@ -340,7 +369,14 @@ class Settings:
     idle_audio: str = "silence"
     jpeg_limits: JpegLimits = field(default_factory=JpegLimits)
     connect_timeout: float = 10.0
-    peer_timeout: float = 30.0
+    peer_timeout: float = 10.0
+    max_call_seconds: float = 3600.0
+    idle_seconds: float = 300.0
+    reconnect_seconds: float = 20.0
+    drain_seconds: float = 30.0
+    upstream_ping_seconds: float = 2.0
+    """Keepalive ping interval (and pong timeout) on the model session: a silent network
+    partition is noticed within about twice this."""
     max_body_bytes: int = 128 * 1024
     emulator_reply: str = "echo"
     log_level: str = "INFO"
@@ -388,8 +424,11 @@ class Settings:
                     f"{server.urls} has no credentials: give turn:USER:PASSWORD@HOST "
                     "or --turn-secret"
                 )
-        if self.connect_timeout <= 0 or self.peer_timeout <= 0:
+        if self.connect_timeout <= 0 or self.peer_timeout <= 0 or self.reconnect_seconds <= 0:
             raise ValueError("timeouts must be positive")
+        for name in ("max_call_seconds", "idle_seconds", "drain_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
 
     @property
     def own_ice_servers(self) -> tuple[IceServer, ...]:

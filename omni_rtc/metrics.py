@@ -78,6 +78,11 @@ class Metrics:
             ["transport"],
             registry=r,
         )
+        self.upstream_reconnects = Counter(
+            "omni_rtc_upstream_reconnects",
+            "Realtime sessions replaced mid-call after the connection dropped or went silent",
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "omni_rtc_upstream_errors", "Error events from the realtime service", registry=r
         )

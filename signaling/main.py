@@ -80,14 +80,27 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     print(banner(settings, f"{scheme}://{host}:{port}/", upstream), flush=True)
 
     stop = asyncio.Event()
+    hurry = asyncio.Event()
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
+        if bridge.calls.active and settings.drain_seconds > 0:
+            log.info(
+                "draining: no new calls; %d running calls may go on for up to %.0f s "
+                "(signal again to end them now)",
+                bridge.calls.active,
+                settings.drain_seconds,
+            )
+        await bridge.drain(settings.drain_seconds, hurry)
     finally:
         log.info("shutting down: ending %d calls", bridge.calls.active)
         await runner.cleanup()

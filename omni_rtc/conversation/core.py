@@ -22,15 +22,15 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
-from ..media.audio_in import AudioIn
-from ..media.frame_sampler import FrameSampler, ImageRefused
-from ..media.jpeg import JpegEncoder, JpegLimits
+from ..media.frame_sampler import ImageRefused
+from ..media.jpeg import JpegLimits
 from ..media.pcm_resampler import PcmResampler
 from ..metrics import Metrics
 from ..realtime.client import RealtimeClient
 from ..realtime.errors import RealtimeError
 from ..realtime.profiles import ProviderProfile
 from ..realtime.session import SessionConfig
+from . import limits as call_limits
 from .events import (
     CallError,
     CallStarted,
@@ -38,33 +38,32 @@ from .events import (
     Dtmf,
     Ended,
     Interrupted,
-    Notice,
     State,
     StateChanged,
     Transcript,
 )
+from .limits import CallLimits
 from .sinks import ReplySink
+from .uplink import Uplink
 from .upstream import UpstreamEvents
 
 log = logging.getLogger("omni_rtc.call")
 
-MIN_PTT_MS = 200
-"""Shorter push-to-talk presses are dropped: the service refuses tiny buffers."""
-MAX_BACKLOG_S = 5.0
-"""Caller audio held while the upstream socket is slow; older audio is dropped."""
-FAILED_ENDINGS = frozenset({"peer_failed", "peer_timeout", "internal_error", "upstream_closed"})
+FAILED_ENDINGS = frozenset(
+    {"peer_failed", "peer_timeout", "internal_error", "upstream_closed", "upstream_auth"}
+)
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 OpenSession = Callable[[SessionConfig], Awaitable[RealtimeClient]]
 Listener = Callable[[ConversationEvent], None]
-_Control = Callable[[], Awaitable[None]]
 
 
 class Conversation:
     """Create, add listeners, then :meth:`start`; :meth:`close` ends it (idempotent).
 
     ``open_session`` opens a realtime session for the given config (the bridge's, or
-    your own); it is called again when the service ends a session at a time limit.
+    your own); it is called again when a session is lost or hits the service's time
+    limit, for up to ``reconnect_seconds``.
     """
 
     def __init__(
@@ -81,6 +80,8 @@ class Conversation:
         chunk_ms: int = 20,
         video_fps: float = 2.0,
         jpeg_limits: JpegLimits | None = None,
+        limits: CallLimits | None = None,
+        reconnect_seconds: float = 20.0,
     ) -> None:
         self.id = call_id or secrets.token_urlsafe(16)
         self.transport = transport
@@ -91,8 +92,9 @@ class Conversation:
         self.executor = executor
         self.video_fps = video_fps
         self.jpeg_limits = jpeg_limits or JpegLimits()
+        self.limits = limits or CallLimits()
+        self.reconnect_seconds = reconnect_seconds
         self._open_session = open_session
-        self._audio_in = AudioIn(profile.input_rate, chunk_ms)
         self._reply_resampler = PcmResampler(profile.output_rate, sink.sample_rate)
         sink.on_drained = self._reply_drained
         self.client: RealtimeClient | None = None
@@ -101,18 +103,14 @@ class Conversation:
         self.ended_reason: str | None = None
         self.closed = asyncio.Event()
         self.started_at = time.monotonic()
+        self.last_activity = self.started_at
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._outgoing: deque[bytes | _Control] = deque()
-        self._outgoing_ready = asyncio.Event()
-        self._max_backlog = int(MAX_BACKLOG_S * 1000 / chunk_ms)
-        self._samplers: list[FrameSampler] = []
         self._started = False
         self._closing = False
-        self._ptt_active = False
-        self._ptt_ms = 0.0
         self._turn_ended_at: float | None = None
         self._underruns_reported = 0
+        self.uplink = Uplink(self, chunk_ms)
         self._upstream = UpstreamEvents(self)
         self._closer: asyncio.Task[None] | None = None
 
@@ -199,11 +197,13 @@ class Conversation:
             await self._close_client()
             return
         self._started = True
-        self.started_at = time.monotonic()
+        self.started_at = self.last_activity = time.monotonic()
         self.metrics.calls_total.labels(self.transport).inc()
         self.metrics.calls_active.labels(self.transport).inc()
+        self.uplink.ready.set()
         self.spawn(self._upstream.pump(), "upstream")
-        self.spawn(self._send_outgoing(), "send")
+        self.spawn(self.uplink.run(), "send")
+        self.spawn(call_limits.enforce(self, self.limits), "limits")
         self.emit(
             CallStarted(
                 call_id=self.id,
@@ -243,10 +243,8 @@ class Conversation:
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        for sampler in self._samplers:
-            await sampler.stop()
+        await self.uplink.stop()
         self.sink.flush()
-        self._outgoing.clear()
         await self._close_client()
         if tasks:
             await asyncio.wait(tasks, timeout=2)
@@ -287,138 +285,40 @@ class Conversation:
 
     def push_frame(self, frame: av.AudioFrame) -> None:
         """Caller audio as a decoded frame (any rate, layout or sample format)."""
-        self._queue_audio(self._audio_in.push(frame))
+        self.uplink.push_frame(frame)
 
     def push_audio(self, pcm: bytes, rate: int) -> None:
         """Caller audio as pcm16 mono little-endian at ``rate`` (any rate)."""
-        if len(pcm) < 2:
+        if len(pcm) < 2 or rate <= 0:
             return
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm[: len(pcm) // 2 * 2])
         frame.sample_rate = rate
-        self.push_frame(frame)
-
-    def _queue_audio(self, chunks: list[bytes]) -> None:
-        if not chunks or self._closing or (self.manual and not self._ptt_active):
-            return
-        for chunk in chunks:
-            self._outgoing.append(chunk)
-        if len(self._outgoing) > self._max_backlog:
-            self._drop_oldest_audio()
-        self._outgoing_ready.set()
-
-    def _drop_oldest_audio(self) -> None:
-        kept: deque[bytes | _Control] = deque()
-        excess = len(self._outgoing) - self._max_backlog
-        for item in self._outgoing:
-            if excess > 0 and isinstance(item, bytes):
-                excess -= 1
-                continue
-            kept.append(item)
-        self._outgoing = kept
-        log.warning(
-            "call %s: upstream is slow; dropped caller audio older than %.0f s",
-            self.id,
-            MAX_BACKLOG_S,
-        )
-
-    def _queue_control(self, action: _Control) -> None:
-        """Run ``action`` after the audio queued before it (push-to-talk needs order)."""
-        self._outgoing.append(action)
-        self._outgoing_ready.set()
-
-    async def _send_outgoing(self) -> None:
-        while True:
-            while not self._outgoing:
-                self._outgoing_ready.clear()
-                await self._outgoing_ready.wait()
-            item = self._outgoing.popleft()
-            if isinstance(item, bytes):
-                await self._append_audio(item)
-            else:
-                await item()
-
-    async def _append_audio(self, chunk: bytes) -> None:
-        if self.client is None:
-            return
-        try:
-            await self.client.append_audio(chunk)
-        except RealtimeError:
-            return  # the upstream pump reports the closed session
-        self.stats["audio_chunks"] += 1
-        self.metrics.bytes.labels("up").inc(len(chunk))
-        if self.manual:
-            self._ptt_ms += len(chunk) / 2 * 1000 / self.input_rate
+        self.uplink.push_frame(frame)
 
     def watch_video(self, track: MediaStreamTrack) -> None:
         """Sample a camera track into JPEGs at <= ``video_fps`` (or just drain it)."""
-        if self.video_fps <= 0:
-            self.spawn(_drain(track), "video-drain")
-            return
-        sampler = FrameSampler(
-            track,
-            fps=self.video_fps,
-            encoder=JpegEncoder(self.jpeg_limits),
-            can_send=lambda: self.client is not None and self.client.state.audio_in_buffer,
-            send=self._send_image,
-            executor=self.executor,
-        )
-        self._samplers.append(sampler)
-        sampler.start()
+        self.uplink.watch_video(track)
 
     async def send_image(self, jpeg: bytes) -> bool:
         """Send one JPEG now; False when the service would refuse it (no audio yet)."""
         try:
-            await self._send_image(jpeg)
+            await self.uplink.send_image(jpeg)
         except ImageRefused:
             return False
         return True
-
-    async def _send_image(self, jpeg: bytes) -> None:
-        if self.client is None or self._closing:
-            raise ImageRefused
-        try:
-            await self.client.append_image(jpeg)
-        except RealtimeError:  # no audio in the buffer yet (ImageBeforeAudio), or closed
-            raise ImageRefused from None
-        self.stats["images"] += 1
-        self.metrics.images_sent.inc()
-        self.metrics.bytes.labels("up").inc(len(jpeg))
 
     def push_to_talk(self, pressed: bool) -> bool:
         """The caller pressed or released the talk button; False (and an error) if hands-free."""
         if not self.manual:
             self.emit(CallError("push-to-talk is off: this call is hands-free"))
             return False
-        self._queue_control(self._ptt_start if pressed else self._ptt_stop)
+        self.uplink.queue_control(self.uplink.ptt_start if pressed else self.uplink.ptt_stop)
         return True
 
-    async def _ptt_start(self) -> None:
-        if self._ptt_active or self.client is None:
-            return
-        if self.sink.playing or self.client.state.response_active:
-            await self.barge_in()
-        self._audio_in.flush()
-        await self.client.clear()
-        self._ptt_ms = 0.0
-        self._ptt_active = True
-        self.set_state("listening")
-
-    async def _ptt_stop(self) -> None:
-        if not self._ptt_active or self.client is None:
-            return
-        self._ptt_active = False
-        rest = self._audio_in.flush()
-        if rest:
-            await self._append_audio(rest)
-        if self._ptt_ms < MIN_PTT_MS:
-            await self.client.clear()
-            self.emit(CallError("Too short: hold the button while you speak."))
-            return
-        self.turn_ended()
-        await self.client.commit()
-        await self.client.create_response()
-        self.set_state("thinking")
+    def activity(self) -> None:
+        """Someone spoke: the idle limit starts again."""
+        self.last_activity = time.monotonic()
 
     def dtmf(self, digit: str, duration_ms: int = 0) -> None:
         """The caller pressed a key: logged, counted and handed to listeners."""
@@ -427,6 +327,7 @@ class Conversation:
             log.info("call %s: ignoring unknown DTMF event %r", self.id, digit)
             return
         self.stats["dtmf"] += 1
+        self.activity()
         self.metrics.dtmf_digits.labels(self.transport).inc()
         log.info("call %s: DTMF %s (%d ms)", self.id, digit, duration_ms)
         self.emit(Dtmf(digit, duration_ms))
@@ -456,10 +357,16 @@ class Conversation:
             self.sink.push(rest)
         self.sink.end_of_reply()
 
-    async def barge_in(self) -> None:
-        """The caller talks over the reply: silence it now, then stop it upstream."""
+    def drop_reply(self) -> int:
+        """Silence the reply at once; returns the milliseconds dropped."""
         dropped = self.sink.flush()
         self._reply_resampler.reset()
+        self._turn_ended_at = None
+        return dropped
+
+    async def barge_in(self) -> None:
+        """The caller talks over the reply: silence it now, then stop it upstream."""
+        dropped = self.drop_reply()
         played_ms = self.sink.reply_samples_played * 1000 // self.sink.sample_rate
         self._upstream.ignore_current_response()
         self.stats["barge_ins"] += 1
@@ -484,36 +391,18 @@ class Conversation:
 
     # ---------------------------------------------------------------- upstream sessions
 
-    async def renew_session(self) -> bool:
-        """The service closed the session at a time limit: open a new one, keep the call."""
-        try:
-            client = await self._open_session(self.session)
-        except RealtimeError as exc:
-            log.warning("call %s: could not renew the model session: %s", self.id, str(exc))
-            return False
+    async def open_session_for_call(self) -> RealtimeClient:
+        return await self._open_session(self.session)
+
+    async def swap_client(self, client: RealtimeClient) -> None:
+        """A replacement session is open: use it from now on (closed calls close it)."""
         if self._closing:
             await client.close()
-            return False
+            return
         old, self.client = self.client, client
         if old is not None:
             with contextlib.suppress(Exception):
-                await old.close()
-        self.sink.flush()
-        self._reply_resampler.reset()
-        self._turn_ended_at = None
-        self.metrics.upstream_rollovers.inc()
-        log.info("call %s: model session renewed after a session time limit", self.id)
-        self.emit(
-            Notice(
-                "The model session reached its time limit and was renewed; "
-                "it does not remember the conversation so far."
-            )
-        )
-        self.set_state("listening")
-        return True
-
-    def report_error(self, message: str) -> None:
-        self.emit(CallError(message))
+                await asyncio.wait_for(old.close(), 1)
 
     def report_transcript(self, role: str, text: str, final: bool) -> None:
         self.emit(Transcript("user" if role == "user" else "assistant", text, final))
@@ -523,10 +412,3 @@ class Conversation:
         self._report_underruns()
         if not self.sink.playing and self.state != "listening":
             self.set_state("listening")
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    """Read and drop a track we don't use (unread aiortc tracks queue every frame)."""
-    with contextlib.suppress(Exception):
-        while True:
-            await track.recv()

@@ -39,7 +39,14 @@ class EmulatorConfig:
     """Fault: abort the TCP connection this long after it opens."""
     drop_mid_reply: bool = False
     """Fault: abort the TCP connection halfway through the first reply's audio."""
+    partition_after_s: float | None = None
+    """Fault: after this long the connection goes silent without closing (a network
+    partition): nothing is sent, nothing is read, pings go unanswered."""
+    fault_sessions: int | None = None
+    """Inject the faults above into the first N sessions only (None: every session)."""
     done_after_cancel: bool = True
     """Send ``response.done`` (status cancelled) after a cancel; some models don't."""
     record_seconds: float = 120.0
     """How much of each session's input audio (and events) :class:`SessionRecord` keeps."""
+    keep_sessions: int = 1000
+    """How many session records the emulator keeps (the oldest go first)."""

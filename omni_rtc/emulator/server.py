@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from types import TracebackType
 from urllib.parse import parse_qs
 
@@ -38,7 +39,9 @@ class Emulator:
         self.config = config or EmulatorConfig()
         self.host = host
         self.port = port
-        self.sessions: list[SessionRecord] = []
+        self.sessions: deque[SessionRecord] = deque(maxlen=self.config.keep_sessions)
+        """The most recent sessions, oldest first (bounded by ``keep_sessions``)."""
+        self.sessions_started = 0
         self._server: Server | None = None
 
     @property
@@ -110,6 +113,11 @@ class Emulator:
             abort=ws.transport.abort,
         )
         self.sessions.append(record)
+        self.sessions_started += 1
+        faults = (
+            self.config.fault_sessions is None
+            or self.sessions_started <= self.config.fault_sessions
+        )
         log.info("session %s: connected from %s, model %s", session_id, peer, model_name)
         try:
             try:
@@ -130,7 +138,7 @@ class Emulator:
                 )
                 await ws.close(1008, "model not found")
                 return
-            await EmulatedSession(ws, self.config, model, record).run()
+            await EmulatedSession(ws, self.config, model, record, faults=faults).run()
         except ConnectionClosed:
             pass
         finally:

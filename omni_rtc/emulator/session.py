@@ -46,9 +46,14 @@ class EmulatedSession:
         config: EmulatorConfig,
         model: ModelInfo,
         record: SessionRecord,
+        *,
+        faults: bool = True,
     ) -> None:
         self.ws = ws
         self.config = config
+        self.faults = faults
+        """Whether this session gets the configured fault injections."""
+        self.partitioned = False
         self.model = model
         self.record = record
         self.session = default_session(record.session_id, model)
@@ -74,6 +79,8 @@ class EmulatedSession:
     # ---------------------------------------------------------------- plumbing
 
     async def send(self, event: ev.Event) -> None:
+        if self.partitioned:
+            return
         data = ev.event_to_dict(event)
         data.setdefault("event_id", new_id("event"))
         if isinstance(event, ev.AudioDelta):
@@ -121,8 +128,11 @@ class EmulatedSession:
     async def run(self) -> None:
         await self.send(ev.SessionCreated(session=self.session))
         self._tasks.append(asyncio.create_task(self._watchdog()))
-        if self.config.drop_after_s is not None:
+        if self.faults and self.config.drop_after_s is not None:
             self._tasks.append(asyncio.create_task(self._drop_later(self.config.drop_after_s)))
+        if self.faults and self.config.partition_after_s is not None:
+            delay = self.config.partition_after_s
+            self._tasks.append(asyncio.create_task(self._partition_later(delay)))
         try:
             async for raw in self.ws:
                 try:
@@ -147,6 +157,12 @@ class EmulatedSession:
     async def _drop_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._abort()
+
+    async def _partition_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        log.warning("session %s: going silent (fault injection)", self.record.session_id)
+        self.partitioned = True
+        self.ws.transport.pause_reading()
 
     async def _watchdog(self) -> None:
         idle = self.config.idle_timeout_s
@@ -497,7 +513,9 @@ class EmulatedSession:
         started = time.monotonic()
         sent_s = 0.0
         drop_at = (
-            len(chunks) // 2 if self.config.drop_mid_reply and self.replies_started == 1 else -1
+            len(chunks) // 2
+            if self.faults and self.config.drop_mid_reply and self.replies_started == 1
+            else -1
         )
         for i, chunk in enumerate(chunks):
             if i % every == 0 and deltas:

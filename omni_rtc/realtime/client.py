@@ -94,8 +94,13 @@ class RealtimeClient:
         open_timeout: float = 10.0,
         session_timeout: float = 10.0,
         extra_headers: Mapping[str, str] | None = None,
+        keepalive: float = 20.0,
     ) -> RealtimeClient:
-        """Open the socket, send ``session.update`` and wait for ``session.updated``."""
+        """Open the socket, send ``session.update`` and wait for ``session.updated``.
+
+        A ping goes out every ``keepalive`` seconds; no pong within as long again means
+        the network is gone (iteration then raises :class:`UpstreamClosed`).
+        """
         started = time.monotonic()
         headers = profile.headers(api_key)
         headers.update(extra_headers or {})
@@ -106,8 +111,8 @@ class RealtimeClient:
                 additional_headers=headers,
                 open_timeout=open_timeout,
                 max_size=MAX_FRAME_BYTES,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=keepalive,
+                ping_timeout=keepalive,
                 close_timeout=2,
                 logger=_wire_log,
             )

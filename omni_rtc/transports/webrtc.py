@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,11 @@ log = logging.getLogger("omni_rtc.call")
 
 EVENTS_CHANNEL = "events"
 MAX_PEER_MESSAGE_BYTES = 4096
+MAX_PEER_MESSAGE_DEPTH = 4
 OUTBOX_LIMIT = 200
+PEER_SILENCE_S = 5.0
+"""A connected peer that sends neither audio nor messages this long has vanished
+(aioice's consent check would take 30 s to say so)."""
 
 
 class WebRtcCall:
@@ -60,6 +65,7 @@ class WebRtcCall:
         self._outbox: deque[str] = deque(maxlen=OUTBOX_LIMIT)
         self._tracks_seen: set[MediaStreamTrack] = set()
         self._reply_added = False
+        self._last_heard = time.monotonic()
         conversation.add_listener(self._on_event)
 
     @property
@@ -100,7 +106,7 @@ class WebRtcCall:
             track = transceiver.receiver.track
             if track is not None:
                 self._on_track(track)
-        self.conversation.spawn(self._watch_peer_connects(), "peer-timeout")
+        self.conversation.spawn(self._watch_peer(), "peer-watch")
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track in self._tracks_seen:
@@ -142,26 +148,50 @@ class WebRtcCall:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            self._last_heard = time.monotonic()
             self.conversation.push_frame(frame)  # type: ignore[arg-type]
 
-    async def _watch_peer_connects(self) -> None:
-        await asyncio.sleep(self.peer_timeout)
-        if self.pc.connectionState != "connected":
-            log.warning("call %s: peer did not connect within %.0f s", self.id, self.peer_timeout)
-            await self.close("peer_timeout")
+    async def _watch_peer(self) -> None:
+        """Drop a call whose media never connects, or whose peer vanished."""
+        deadline = time.monotonic() + self.peer_timeout
+        while self.pc.connectionState != "connected":
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "call %s: peer did not connect within %.0f s", self.id, self.peer_timeout
+                )
+                await self.close("peer_timeout")
+                return
+            await asyncio.sleep(0.25)
+        self._last_heard = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            silent = time.monotonic() - self._last_heard
+            if silent > PEER_SILENCE_S:
+                log.warning("call %s: nothing from the peer for %.0f s", self.id, silent)
+                await self.close("peer_failed")
+                return
 
     # ---------------------------------------------------------------- data channel
 
     def _on_peer_message(self, message: str | bytes) -> None:
+        """The page's control messages; anything else is answered, never fatal."""
+        self._last_heard = time.monotonic()
         if isinstance(message, bytes) or len(message) > MAX_PEER_MESSAGE_BYTES:
             self._send({"type": "error", "message": "messages must be short JSON text"})
             return
+        if _nesting(message) > MAX_PEER_MESSAGE_DEPTH:
+            self._send({"type": "error", "message": "message is nested too deeply"})
+            return
         try:
             data = json.loads(message)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, and numbers too long to convert
             self._send({"type": "error", "message": "message is not JSON"})
             return
-        if not isinstance(data, dict) or data.get("type") != "ptt":
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "ping":  # the page's heartbeat: it learns fast when we vanish
+            self._send({"type": "pong"})
+            return
+        if kind != "ptt":
             self._send({"type": "error", "message": "unknown message; expected {type: ptt}"})
             return
         action = data.get("action")
@@ -228,6 +258,28 @@ class WebRtcCall:
         self.closed.set()
         if self.on_closed is not None:
             self.on_closed(self)
+
+
+def _nesting(text: str) -> int:
+    """Deepest bracket nesting outside strings (checked before parsing: no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _low_latency_audio_receiver(receiver: Any) -> None:

@@ -7,6 +7,7 @@ import re
 import time
 
 import numpy as np
+import pytest
 
 from omni_rtc.emulator import EmulatorConfig
 from tests.conftest import run_bridge
@@ -191,12 +192,66 @@ async def test_upstream_error_reaches_the_peer(speech_wav) -> None:
     assert error["message"].startswith("Model service: Image too large")
 
 
-async def test_upstream_drop_tells_the_peer_and_ends_the_call(speech_wav) -> None:
-    async with run_bridge(emulator=EmulatorConfig(drop_after_s=1.5)) as bridge:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"drop_after_s": 3.0},
+        {"drop_mid_reply": True},
+        {"partition_after_s": 3.0},
+    ],
+    ids=["drop", "drop-mid-reply", "partition"],
+)
+async def test_upstream_loss_reconnects_and_the_caller_keeps_talking(speech_wav, fault) -> None:
+    emulator = EmulatorConfig(reply_delay_s=0.05, fault_sessions=1, **fault)
+    async with run_bridge(emulator=emulator) as bridge:
         peer = TestPeer(bridge.url, LoopingPcmTrack(load_pcm48(speech_wav)))
         try:
             await peer.call()
             await peer.wait_connected()
+            lost_at, _ = await peer.wait_message(
+                lambda m: m.get("type") == "notice" and "reconnecting" in m["message"], timeout=20
+            )
+            back_at, _ = await peer.wait_message(
+                lambda m: m.get("type") == "notice" and "Reconnected" in m["message"], timeout=10
+            )
+            # the caller goes on talking to the model: a full turn on the new session
+            _, reply = await peer.wait_message(
+                lambda m: (
+                    m.get("type") == "transcript"
+                    and m["role"] == "assistant"
+                    and m["final"]
+                    and len(bridge.emulator.sessions) == 2
+                    and bridge.emulator.sessions[1].responses >= 1
+                ),
+                timeout=30,
+            )
+            assert bridge.manager.active == 1
+        finally:
+            await peer.close()
+        metrics = bridge.metrics.render().decode()
+        first, second = bridge.emulator.sessions
+    assert not peer.of_type("ended")[:-1]
+    assert not [m for m in peer.of_type("error") if "ended the session" in m["message"]]
+    assert second.audio_seconds_total > 1.0
+    # the first new session was open within 2 s of losing the old one (a partition is
+    # noticed by the keepalive first: ping every 2 s, no pong within 2 s)
+    gap = second.started - (first.started + fault.get("partition_after_s", 0))
+    assert back_at - lost_at < 2.0, back_at - lost_at
+    if "partition_after_s" in fault:
+        assert gap < 4.0 + 2.0 + 1.0, gap
+    assert re.search(r"^omni_rtc_upstream_reconnects_total 1\.0$", metrics, re.M)
+    assert reply["text"].startswith("I heard ")
+
+
+async def test_upstream_gone_for_good_ends_the_call_with_a_reason(speech_wav) -> None:
+    emulator = EmulatorConfig(drop_after_s=1.5, reply_delay_s=0.05)
+    async with run_bridge(["--reconnect-seconds", "2"], emulator=emulator) as bridge:
+        peer = TestPeer(bridge.url, LoopingPcmTrack(load_pcm48(speech_wav)))
+        try:
+            await peer.call()
+            await peer.wait_connected()
+            await peer.wait_message(lambda m: m.get("type") == "notice", timeout=10)
+            await bridge.emulator.stop()  # the service is unreachable from now on
             _, error = await peer.wait_message(lambda m: m.get("type") == "error", timeout=10)
             _, ended = await peer.wait_message(lambda m: m.get("type") == "ended", timeout=5)
             deadline = time.monotonic() + 5

@@ -211,3 +211,72 @@ async def test_api_key_never_reaches_logs_even_at_debug(speech_wav) -> None:
     output += (await bridge.stdout.read()).decode()
     assert "Authorization: [redacted]" in output  # the header was logged, redacted
     assert key not in output
+
+
+async def test_sigterm_drains_running_calls_then_ends_them_with_a_reason() -> None:
+    from tests.helpers import sine_pcm
+
+    port = free_port()
+    process = await start(
+        "serve", "--port", str(port), "--ice-host-address", "127.0.0.1", "--drain-seconds", "3"
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await read_until(process, "ICE servers")
+        peer = TestPeer(url, LoopingPcmTrack(sine_pcm(1.0, 48_000)))
+        try:
+            await peer.call()
+            await peer.wait_connected()
+            process.send_signal(signal.SIGTERM)
+            notice_at, notice = await peer.wait_message(lambda m: m.get("type") == "notice")
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url + "/healthz") as r:
+                    health = (r.status, (await r.json())["status"])
+                second = TestPeer(url, LoopingPcmTrack(sine_pcm(1.0, 48_000)))
+                from tests.peer import OfferRejected
+
+                try:
+                    await second.call()
+                    refused = None
+                except OfferRejected as exc:
+                    refused = exc.status
+                finally:
+                    await second.close()
+            ended_at, ended = await peer.wait_message(lambda m: m.get("type") == "ended", 10)
+        finally:
+            await peer.close()
+        code = await asyncio.wait_for(process.wait(), 10)
+    finally:
+        await stop(process)
+    assert "shutting down" in notice["message"]
+    assert health == (503, "draining")
+    assert refused == 503
+    assert ended["reason"] == "server_shutdown"
+    assert 2.5 < ended_at - notice_at < 6, ended_at - notice_at  # the call went on meanwhile
+    assert code == 0
+
+
+async def test_a_second_signal_ends_a_drain_at_once() -> None:
+    from tests.helpers import sine_pcm
+
+    port = free_port()
+    process = await start(
+        "serve", "--port", str(port), "--ice-host-address", "127.0.0.1", "--drain-seconds", "60"
+    )
+    try:
+        await read_until(process, "ICE servers")
+        peer = TestPeer(f"http://127.0.0.1:{port}", LoopingPcmTrack(sine_pcm(1.0, 48_000)))
+        try:
+            await peer.call()
+            await peer.wait_connected()
+            process.send_signal(signal.SIGTERM)
+            await peer.wait_message(lambda m: m.get("type") == "notice")
+            process.send_signal(signal.SIGINT)
+            _, ended = await peer.wait_message(lambda m: m.get("type") == "ended", 5)
+        finally:
+            await peer.close()
+        code = await asyncio.wait_for(process.wait(), 10)
+    finally:
+        await stop(process)
+    assert ended["reason"] == "server_shutdown"
+    assert code == 0

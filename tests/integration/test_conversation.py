@@ -232,3 +232,36 @@ async def test_silence_is_not_a_turn() -> None:
         await speak(pipe, silence_pcm(2.0, 16000))
         await asyncio.sleep(0.3)
     assert got.states() == ["listening"]
+
+
+async def test_maximum_length_ends_the_call_and_renewals_do_not_extend_it() -> None:
+    emulator = EmulatorConfig(idle_timeout_s=0.8, reply_delay_s=0.05)  # renews every 0.8 s
+    async with bridge_on(emulator, max_call_seconds=2.5, idle_seconds=0) as bridge:
+        pipe = await bridge.open_pipe()
+        got = Collector(pipe)
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        await asyncio.wait_for(pipe.closed.wait(), 6)
+        lasted = loop.time() - opened
+        await got.finished()
+        sessions = len(bridge.emulator.sessions)  # type: ignore[attr-defined]
+    assert sessions >= 3  # renewed at least twice, and still ended on time
+    assert got.events[-1] == Ended("max_duration")
+    assert 2.4 <= lasted < 4.0, lasted
+
+
+async def test_idle_caller_is_warned_then_hung_up_and_speech_resets_the_clock() -> None:
+    async with bridge_on(idle_seconds=3) as bridge:
+        pipe = await bridge.open_pipe()
+        got = Collector(pipe)
+        await asyncio.sleep(1.0)
+        await speak(pipe, utterance(16000), realtime=True)  # speech: the clock restarts
+        await wait_for(lambda: "speaking" in got.states(), 10)
+        spoke_at = asyncio.get_running_loop().time()
+        await asyncio.wait_for(pipe.closed.wait(), 10)
+        ended_after = asyncio.get_running_loop().time() - spoke_at
+        await got.finished()
+    notices = [e.message for e in got.of(Notice)]
+    assert any("the call ends in" in n for n in notices), notices
+    assert got.events[-1] == Ended("idle")
+    assert ended_after > 2.0  # not the 3 s since the call began: the reply and speech count

@@ -71,6 +71,8 @@ async def test_twenty_calls_ending_every_way_leave_nothing_behind(fast_consent) 
             elif ending == "peer_closed":
                 await peer.pc.close()
             elif ending == "upstream_lost":
+                # lost, and the reconnect is refused (the key was revoked): the call ends
+                bridge.emulator.config.reject_auth = True
                 record.abort()
             elif ending == "ice_failed":
                 await vanish(peer)
@@ -82,12 +84,13 @@ async def test_twenty_calls_ending_every_way_leave_nothing_behind(fast_consent) 
                 in {
                     "hangup": ("hangup",),
                     "peer_closed": ("peer_closed",),
-                    "upstream_lost": ("upstream_closed",),
+                    "upstream_lost": ("upstream_auth",),
                     "never_connected": ("peer_timeout",),
                     "ice_failed": ("peer_failed", "peer_closed"),
                 }[ending]
             ), (ending, call.ended_reason)
             await peer.close()
+            bridge.emulator.config.reject_auth = False
             del call
         assert bridge.manager.active == 0
         await asyncio.sleep(0.3)
