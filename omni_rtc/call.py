@@ -140,6 +140,11 @@ class Call:
     def start(self) -> None:
         self._started = True
         self._spawn(self._pump_upstream(), "upstream")
+        if not any(
+            t.kind == "audio" and t.currentDirection in ("sendrecv", "sendonly")
+            for t in self.pc.getTransceivers()
+        ):  # a send-only caller (WHIP): play replies into nothing, turn-taking unchanged
+            self._spawn(_drain(self.reply_track), "reply-sink")
         self._spawn(self._watch_peer_connects(), "peer-timeout")
         self.metrics.calls_total.inc()
         self.metrics.calls_active.inc()

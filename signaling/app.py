@@ -14,11 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from omni_rtc import __version__
 from omni_rtc.calls import CallManager, CapacityError
 from omni_rtc.config import Settings
+from omni_rtc.dtls import allow_rsa_peers
 from omni_rtc.ice import resolve_ice_servers
 from omni_rtc.metrics import Metrics
 from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
 
 from .validation import MODES, BadRequest, parse_offer
+from .whip import add_whip_routes
 
 log = logging.getLogger("omni_rtc.http")
 
@@ -206,4 +208,6 @@ def create_app(
     app.router.add_delete("/calls/{call_id}", delete_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer) on every call
+    add_whip_routes(app, app[MANAGER], settings, retry_after_s=RETRY_AFTER_S)
     return app

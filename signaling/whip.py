@@ -1,0 +1,458 @@
+"""WHIP (RFC 9725): a WebRTC session from one HTTP request, for gateways and media tools.
+
+``POST /whip`` (``application/sdp`` offer) → ``201 Created`` with the SDP answer, the
+session's ``Location`` and ``ETag``, and the ICE servers as ``Link: rel="ice-server"``
+headers (also on ``OPTIONS /whip``). ``PATCH <Location>`` (``application/trickle-ice-sdpfrag``)
+adds trickled candidates; an ICE restart gets ``422``. ``DELETE <Location>`` ends the
+call. The resource id is the call id (16 random bytes). Query parameters ``voice``,
+``instructions`` and ``mode`` are those of ``/offer``.
+
+Direction: a ``sendonly`` offer (what WHIP clients send) is answered ``recvonly`` as the
+RFC says: the model hears and sees the caller, who hears nothing back. Our extension: a
+``sendrecv`` audio offer is answered ``sendrecv`` and carries the model's voice back, a
+two-way voice call over WHIP. (aiortc derives both answers from the offer; the call
+plays an unsent reply into nothing so its turn-taking stays the same.)
+
+Errors are plain text: 400 bad SDP or sdpfrag, 401 when an authorizer refuses, 404
+unknown session, 405 wrong method, 412 ``If-Match`` mismatch, 413 too large, 415 wrong
+``Content-Type``, 422 ICE restart, 502 realtime service trouble, 503 + ``Retry-After``
+at capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiortc import RTCIceCandidate
+from aiortc.sdp import SessionDescription
+from multidict import CIMultiDict
+
+from omni_rtc.call import Call
+from omni_rtc.calls import CallManager, CallOptions, CapacityError
+from omni_rtc.config import IceServer, Settings
+from omni_rtc.ice import resolve_ice_servers
+from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
+
+from .validation import MAX_INSTRUCTIONS_CHARS, MAX_VOICE_CHARS, MODES
+
+log = logging.getLogger("omni_rtc.whip")
+
+ENDPOINT = "/whip"
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+MAX_CANDIDATES = 64
+"""Remote candidates one session may trickle (each makes the bridge send ICE checks)."""
+
+Authorizer = Callable[[web.Request], Awaitable[bool]]
+"""Hook for request authentication (401 when it returns False); None accepts everyone."""
+
+
+class WhipError(Exception):
+    """A request we refuse with ``status`` and this text."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+@dataclass
+class WhipSession:
+    """What a WHIP resource needs beyond the call: ICE credentials, ETag, trickle state."""
+
+    call: Call
+    etag: str
+    ice_ufrag: str | None
+    ice_pwd: str | None
+    transport_mid: str | None
+    """The m-line whose transport carries everything (first of the BUNDLE group)."""
+    candidates: int = 0
+    end_of_candidates: bool = False
+    patches: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def id(self) -> str:
+        return self.call.id
+
+
+@dataclass
+class Whip:
+    manager: CallManager
+    settings: Settings
+    retry_after_s: int
+    authorize: Authorizer | None
+    sessions: dict[str, WhipSession] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- routing
+
+    async def endpoint(self, request: web.Request) -> web.Response:
+        try:
+            if request.method == "OPTIONS":
+                return self.options(ENDPOINT_METHODS, {"Accept-Post": SDP})
+            if request.method == "POST":
+                return await self.create(request)
+            raise WhipError(405, "use POST with an SDP offer", {"Allow": ENDPOINT_METHODS})
+        except WhipError as exc:
+            return text_response(exc.status, str(exc), exc.headers)
+
+    async def resource(self, request: web.Request) -> web.Response:
+        try:
+            if request.method == "OPTIONS":
+                return self.options(RESOURCE_METHODS, {"Accept-Patch": SDPFRAG})
+            if request.method == "PATCH":
+                return await self.trickle(request)
+            if request.method == "DELETE":
+                return await self.delete(request)
+            raise WhipError(
+                405, "use PATCH (trickle ICE) or DELETE (hang up)", {"Allow": RESOURCE_METHODS}
+            )
+        except WhipError as exc:
+            return text_response(exc.status, str(exc), exc.headers)
+
+    def options(self, allow: str, extra: dict[str, str]) -> web.Response:
+        headers = CIMultiDict({"Allow": allow, **extra, "Cache-Control": "no-store"})
+        self.add_links(headers)
+        return web.Response(status=204, headers=headers)
+
+    def add_links(self, headers: CIMultiDict[str]) -> None:
+        for server in resolve_ice_servers(self.settings, user="omni-rtc-whip"):
+            headers.add("Link", link_header(server))
+
+    async def check_auth(self, request: web.Request) -> None:
+        if self.authorize is not None and not await self.authorize(request):
+            raise WhipError(401, "authentication required", {"WWW-Authenticate": "Bearer"})
+
+    def session(self, request: web.Request) -> WhipSession:
+        session = self.sessions.get(request.match_info["resource_id"])
+        if session is None or session.call.closed.is_set():
+            raise WhipError(404, "no such WHIP session (it ended or never existed)")
+        return session
+
+    # ---------------------------------------------------------------- POST /whip
+
+    async def create(self, request: web.Request) -> web.Response:
+        await self.check_auth(request)
+        if request.content_type.lower() != SDP:
+            raise WhipError(415, f"send the SDP offer as {SDP}", {"Accept-Post": SDP})
+        sdp = await read_text(request, self.settings.max_body_bytes, "SDP offer")
+        options = parse_options(request)
+        offer = parse_offer(sdp)
+        self.forget_ended()
+        try:
+            call, answer = await self.manager.create(sdp, options)
+        except ValueError as exc:  # unknown voice, an offer aiortc cannot answer
+            raise WhipError(400, str(exc)) from None
+        except CapacityError as exc:
+            raise WhipError(503, str(exc), {"Retry-After": str(self.retry_after_s)}) from None
+        except AuthenticationFailed:
+            raise WhipError(502, "the realtime service rejected the server's API key") from None
+        except RealtimeError as exc:
+            raise WhipError(502, f"the realtime service is unavailable: {exc}") from None
+        session = WhipSession(
+            call=call,
+            etag=f'"{secrets.token_urlsafe(12)}"',
+            ice_ufrag=offer.ice_ufrag,
+            ice_pwd=offer.ice_pwd,
+            transport_mid=offer.transport_mid,
+        )
+        self.sessions[session.id] = session
+        log.info(
+            "call %s: WHIP session, audio %s (answered %s)",
+            call.id,
+            offer.audio_direction,
+            "sendrecv" if offer.audio_direction == "sendrecv" else "recvonly",
+        )
+        headers = CIMultiDict(
+            {
+                "Content-Type": SDP,
+                "Location": f"{ENDPOINT}/{session.id}",
+                "ETag": session.etag,
+                "Accept-Patch": SDPFRAG,
+                "Cache-Control": "no-store",
+            }
+        )
+        self.add_links(headers)
+        return web.Response(status=201, body=answer.encode(), headers=headers)
+
+    def forget_ended(self) -> None:
+        for resource_id in [k for k, s in self.sessions.items() if s.call.closed.is_set()]:
+            self.drop(resource_id)
+
+    def drop(self, resource_id: str) -> None:
+        session = self.sessions.pop(resource_id, None)
+        if session is not None:
+            for task in session.tasks:
+                task.cancel()
+
+    # ---------------------------------------------------------------- PATCH <resource>
+
+    async def trickle(self, request: web.Request) -> web.Response:
+        await self.check_auth(request)
+        session = self.session(request)
+        if request.content_type.lower() != SDPFRAG:
+            raise WhipError(415, f"send candidates as {SDPFRAG}", {"Accept-Patch": SDPFRAG})
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and if_match.strip() == "*":
+            raise WhipError(422, ICE_RESTART_REFUSED)
+        if if_match is not None and session.etag not in [t.strip() for t in if_match.split(",")]:
+            raise WhipError(412, "If-Match does not match this session's ETag")
+        fragment = parse_sdpfrag(await read_text(request, self.settings.max_body_bytes, "sdpfrag"))
+        if (fragment.ice_ufrag is not None and fragment.ice_ufrag != session.ice_ufrag) or (
+            fragment.ice_pwd is not None and fragment.ice_pwd != session.ice_pwd
+        ):
+            raise WhipError(422, ICE_RESTART_REFUSED)
+        if session.candidates + len(fragment.candidates) > MAX_CANDIDATES:
+            raise WhipError(400, f"too many ICE candidates (at most {MAX_CANDIDATES} a session)")
+        session.patches += 1
+        pc = session.call.pc
+        for candidate in fragment.candidates:
+            candidate.sdpMid = session.transport_mid
+            candidate.sdpMLineIndex = 0
+            session.candidates += 1
+            if candidate.ip.endswith(".local"):  # mDNS: resolving may take seconds
+                task = asyncio.create_task(_add_candidate(session, candidate))
+                session.tasks.add(task)
+                task.add_done_callback(session.tasks.discard)
+            else:
+                await _add_candidate(session, candidate)
+        if fragment.end_of_candidates and not session.end_of_candidates:
+            session.end_of_candidates = True
+            with contextlib.suppress(Exception):  # the call may have ended meanwhile
+                await pc.addIceCandidate(None)
+        return web.Response(status=204)
+
+    # ---------------------------------------------------------------- DELETE <resource>
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self.check_auth(request)
+        session = self.session(request)
+        self.drop(session.id)
+        if not await self.manager.close(session.id, "hangup"):
+            raise WhipError(404, "no such WHIP session (it ended or never existed)")
+        return web.Response(status=200)
+
+    async def shutdown(self, app: web.Application) -> None:
+        for resource_id in list(self.sessions):
+            self.drop(resource_id)
+
+
+ENDPOINT_METHODS = "OPTIONS, POST"
+RESOURCE_METHODS = "OPTIONS, PATCH, DELETE"
+ICE_RESTART_REFUSED = (
+    "ICE restarts are not supported: DELETE this session and POST a new offer instead"
+)
+WHIP = web.AppKey("whip", Whip)
+
+
+def add_whip_routes(
+    app: web.Application,
+    manager: CallManager,
+    settings: Settings,
+    *,
+    retry_after_s: int = 15,
+    authorize: Authorizer | None = None,
+) -> Whip:
+    """Serve WHIP on ``app`` at ``/whip``; ``authorize`` is the hook for authentication."""
+    whip = Whip(manager, settings, retry_after_s, authorize)
+    app[WHIP] = whip
+    app.router.add_route("*", ENDPOINT, whip.endpoint)
+    app.router.add_route("*", ENDPOINT + "/{resource_id}", whip.resource)
+    app.on_shutdown.append(whip.shutdown)
+    return whip
+
+
+async def _add_candidate(session: WhipSession, candidate: RTCIceCandidate) -> None:
+    try:
+        await session.call.pc.addIceCandidate(candidate)
+    except Exception as exc:  # a closed connection, or aioice refusing the address
+        log.info("call %s: trickled candidate ignored: %r", session.id, exc)
+
+
+# -------------------------------------------------------------------- parsing (pure)
+
+
+def text_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=message + "\n", headers=headers)
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def link_header(server: IceServer) -> str:
+    """``<turn:host:3478?transport=udp>; rel="ice-server"; username=...`` (RFC 9725 4.6)."""
+    value = f'<{server.urls}>; rel="ice-server"'
+    if server.username is not None and server.credential is not None:
+        value += (
+            f"; username={_quote(server.username)}; credential={_quote(server.credential)}"
+            '; credential-type="password"'
+        )
+    return value
+
+
+async def read_text(request: web.Request, limit: int, what: str) -> str:
+    if request.content_length is not None and request.content_length > limit:
+        raise WhipError(413, f"the {what} is too large (at most {limit} bytes)")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise WhipError(413, f"the {what} is too large (at most {limit} bytes)") from None
+    if len(body) > limit:
+        raise WhipError(413, f"the {what} is too large (at most {limit} bytes)")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WhipError(400, f"the {what} is not UTF-8 text") from None
+
+
+def parse_options(request: web.Request) -> CallOptions:
+    def one(key: str, limit: int) -> str | None:
+        values = request.query.getall(key, [])
+        if len(values) > 1:
+            raise WhipError(400, f"give '{key}' at most once")
+        if not values or values[0] == "":
+            return None
+        if len(values[0]) > limit:
+            raise WhipError(400, f"'{key}' is too long (at most {limit} characters)")
+        return values[0]
+
+    mode = one("mode", 32)
+    if mode is not None and mode not in MODES:
+        raise WhipError(400, f"'mode' must be one of: {', '.join(MODES)}")
+    return CallOptions(
+        voice=one("voice", MAX_VOICE_CHARS),
+        instructions=one("instructions", MAX_INSTRUCTIONS_CHARS),
+        mode=mode,
+    )
+
+
+@dataclass(frozen=True)
+class Offer:
+    audio_direction: str
+    ice_ufrag: str | None
+    ice_pwd: str | None
+    transport_mid: str | None
+
+
+def parse_offer(sdp: str) -> Offer:
+    """Check an offer before anything is opened for it (aiortc checks the rest)."""
+    if not sdp.startswith("v=0"):
+        raise WhipError(400, "the body is not an SDP offer (it must start with v=0)")
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception:  # aiortc's parser raises many kinds of errors on garbage
+        raise WhipError(400, "the SDP offer could not be parsed") from None
+    audio = [m for m in description.media if m.kind == "audio"]
+    if not audio:
+        raise WhipError(400, "the offer has no audio: the model needs to hear the caller")
+    sending = [m for m in audio if m.direction in (None, "sendrecv", "sendonly")]
+    if not sending:
+        raise WhipError(400, "the offer's audio is not sent (recvonly or inactive)")
+    if not any(m.dtls and m.dtls.fingerprints for m in description.media):
+        raise WhipError(400, "the offer has no DTLS fingerprint")
+    first = description.media[0]
+    if first.ice is None or not first.ice.usernameFragment or not first.ice.password:
+        raise WhipError(400, "the offer has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
+    bundle = next((g for g in description.group if g.semantic == "BUNDLE" and g.items), None)
+    return Offer(
+        audio_direction=sending[0].direction or "sendrecv",
+        ice_ufrag=first.ice.usernameFragment,
+        ice_pwd=first.ice.password,
+        transport_mid=str(bundle.items[0]) if bundle else first.rtp.muxId,
+    )
+
+
+@dataclass
+class SdpFragment:
+    ice_ufrag: str | None = None
+    ice_pwd: str | None = None
+    candidates: list[RTCIceCandidate] = field(default_factory=list)
+    end_of_candidates: bool = False
+
+
+_SDP_LINE = re.compile(r"^[a-z]=")
+_FOUNDATION = re.compile(r"^[A-Za-z0-9+/]{1,32}$")
+_MDNS = re.compile(r"^[A-Za-z0-9-]{1,63}\.local$")
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
+
+
+def parse_sdpfrag(text: str) -> SdpFragment:
+    """An ``application/trickle-ice-sdpfrag`` body (RFC 8840): credentials and candidates."""
+    fragment = SdpFragment()
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        if not _SDP_LINE.match(line):
+            raise WhipError(400, f"sdpfrag line {number} is not an SDP line: {line[:60]!r}")
+        if not line.startswith("a="):
+            continue  # m=, c=, ... only frame the attributes
+        name, _, value = line[2:].partition(":")
+        if name == "ice-ufrag":
+            fragment.ice_ufrag = value.strip()
+        elif name == "ice-pwd":
+            fragment.ice_pwd = value.strip()
+        elif name == "end-of-candidates":
+            fragment.end_of_candidates = True
+        elif name == "candidate":
+            try:
+                fragment.candidates.append(parse_candidate(value))
+            except ValueError as exc:
+                raise WhipError(400, f"sdpfrag line {number}: {exc}") from None
+    return fragment
+
+
+def parse_candidate(value: str) -> RTCIceCandidate:
+    """``foundation component transport priority address port typ type [extensions]``."""
+    bits = value.split()
+    if len(bits) < 8 or bits[6] != "typ" or len(bits) % 2:
+        raise ValueError("malformed candidate (RFC 8839: foundation component transport ...)")
+    foundation, component, protocol, priority, address, port, _, kind = bits[:8]
+    if not _FOUNDATION.match(foundation):
+        raise ValueError("bad candidate foundation")
+    protocol = protocol.lower()
+    if protocol not in ("udp", "tcp"):
+        raise ValueError("candidate transport must be udp or tcp")
+    if kind not in CANDIDATE_TYPES:
+        raise ValueError(f"candidate type must be one of: {', '.join(CANDIDATE_TYPES)}")
+    candidate = RTCIceCandidate(
+        component=_number(component, 1, 256, "component"),
+        foundation=foundation,
+        ip=_address(address),
+        port=_number(port, 0, 65535, "port"),
+        priority=_number(priority, 1, 2**32 - 1, "priority"),
+        protocol=protocol,
+        type=kind,
+    )
+    extensions = dict(zip(bits[8::2], bits[9::2], strict=True))
+    if "raddr" in extensions:
+        candidate.relatedAddress = _address(extensions["raddr"])
+    if "rport" in extensions:
+        candidate.relatedPort = _number(extensions["rport"], 0, 65535, "rport")
+    if "tcptype" in extensions:
+        candidate.tcpType = extensions["tcptype"]
+    return candidate
+
+
+def _number(text: str, low: int, high: int, what: str) -> int:
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"candidate {what} must be a number from {low} to {high}")
+    return int(text)
+
+
+def _address(text: str) -> str:
+    if _MDNS.match(text):
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError("candidate address must be an IP address or an mDNS .local name") from None
