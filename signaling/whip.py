@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +51,8 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 MAX_CANDIDATES = 64
 """Remote candidates one session may trickle (each makes the bridge send ICE checks)."""
+ENDED_KEPT_S = 60.0
+"""How long the resource of a call that ended without a DELETE is kept for that DELETE."""
 
 Authorizer = Callable[[web.Request], Awaitable[bool]]
 """Hook for request authentication (401 when it returns False); None accepts everyone."""
@@ -76,6 +79,8 @@ class WhipSession:
     """The m-line whose transport carries everything (first of the BUNDLE group)."""
     candidates: int = 0
     end_of_candidates: bool = False
+    ended_at: float | None = None
+    """When the call was first seen ended (it may end before the client's DELETE)."""
     patches: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -131,10 +136,13 @@ class Whip:
         if self.authorize is not None and not await self.authorize(request):
             raise WhipError(401, "authentication required", {"WWW-Authenticate": "Bearer"})
 
-    def session(self, request: web.Request) -> WhipSession:
+    def session(self, request: web.Request, *, live: bool = True) -> WhipSession:
+        self.forget_ended()
         session = self.sessions.get(request.match_info["resource_id"])
-        if session is None or session.call.closed.is_set():
-            raise WhipError(404, "no such WHIP session (it ended or never existed)")
+        if session is None:
+            raise WhipError(404, "no such WHIP session (it was deleted or never existed)")
+        if live and session.call.closed.is_set():
+            raise WhipError(404, "this WHIP session has ended: DELETE it, POST a new offer")
         return session
 
     # ---------------------------------------------------------------- POST /whip
@@ -184,8 +192,17 @@ class Whip:
         return web.Response(status=201, body=answer.encode(), headers=headers)
 
     def forget_ended(self) -> None:
-        for resource_id in [k for k, s in self.sessions.items() if s.call.closed.is_set()]:
-            self.drop(resource_id)
+        """Drop sessions whose call ended on its own more than ``ENDED_KEPT_S`` ago.
+
+        A call can end before its DELETE (clients often close the peer connection first);
+        the resource stays until then so that DELETE still answers 200, not 404.
+        """
+        now = time.monotonic()
+        for resource_id, session in list(self.sessions.items()):
+            if session.call.closed.is_set():
+                session.ended_at = session.ended_at or now
+                if now - session.ended_at > ENDED_KEPT_S:
+                    self.drop(resource_id)
 
     def drop(self, resource_id: str) -> None:
         session = self.sessions.pop(resource_id, None)
@@ -234,10 +251,9 @@ class Whip:
 
     async def delete(self, request: web.Request) -> web.Response:
         await self.check_auth(request)
-        session = self.session(request)
+        session = self.session(request, live=False)
         self.drop(session.id)
-        if not await self.manager.close(session.id, "hangup"):
-            raise WhipError(404, "no such WHIP session (it ended or never existed)")
+        await self.manager.close(session.id, "hangup")  # False: it had ended on its own
         return web.Response(status=200)
 
     async def shutdown(self, app: web.Application) -> None:

@@ -87,7 +87,7 @@ async def test_sendonly_publisher_with_trickle_reaches_the_model(speech_wav) -> 
             again = await peer.delete()
             assert (again.status, again.text) == (
                 404,
-                "no such WHIP session (it ended or never existed)\n",
+                "no such WHIP session (it was deleted or never existed)\n",
             )
             assert (await peer.patch(trickle_fragment(offer, candidates))).status == 404
         finally:
@@ -274,6 +274,33 @@ async def test_unknown_resources_and_methods() -> None:
     assert options.headers["Accept-Patch"] == SDPFRAG
     for reply in (patch, delete, get, put):
         assert reply.headers["Content-Type"].startswith("text/plain")
+
+
+async def test_a_call_that_ended_first_is_still_deleted_with_200(monkeypatch) -> None:
+    """Clients often close the peer connection before their DELETE (whip-whep does)."""
+    async with run_bridge() as bridge:
+        peers = [
+            WhipPeer(bridge.url + "/whip", LoopingPcmTrack(sine_pcm(1.0, 48_000))) for _ in range(2)
+        ]
+        try:
+            for peer in peers:
+                assert (await peer.publish(await peer.offer())).status == 201
+                await peer.wait_connected()
+                await peer.pc.close()  # DTLS close_notify: the bridge ends the call
+            await wait_for(lambda: bridge.manager.active == 0, timeout=5)
+            patch = await peers[0].patch("a=end-of-candidates\r\n")
+            deleted = await peers[0].delete()
+            again = await peers[0].delete()
+            # the resource of an ended call is kept ENDED_KEPT_S for its DELETE, then dropped
+            monkeypatch.setattr("signaling.whip.ENDED_KEPT_S", 0.0)
+            await asyncio.sleep(0.01)
+            expired = await peers[1].delete()
+        finally:
+            for peer in peers:
+                await peer.close()
+    assert (patch.status, deleted.status, again.status, expired.status) == (404, 200, 404, 404)
+    assert "has ended" in patch.text
+    assert bridge.app[WHIP].sessions == {}
 
 
 async def test_resource_of_an_offer_call_is_not_a_whip_session() -> None:
