@@ -23,6 +23,7 @@ from .conversation.core import Conversation
 from .conversation.events import Notice
 from .conversation.limits import CallLimits
 from .conversation.sinks import PcmReplyQueue, ReplySink
+from .dtls import allow_rsa_peers
 from .emulator import Emulator, EmulatorConfig
 from .ice import restrict_host_addresses, rtc_configuration
 from .media.reply_track import ReplyTrack
@@ -59,6 +60,7 @@ class Bridge:
             raise TypeError("give either Settings or keyword options, not both")
         self.settings = settings or Settings(**options)
         sctp_guard.install()
+        allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
         self.calls = CallManager(self.settings.max_calls, self.metrics)
         self.executor = ThreadPoolExecutor(

@@ -251,6 +251,25 @@ ENV_VARS: frozenset[str] = frozenset(
 """Every environment variable the CLI reads."""
 
 
+def options_markdown() -> str:
+    """The README's configuration table, generated so it cannot drift from :data:`OPTIONS`."""
+    rows = [
+        "| flag | environment variable | default | what it does |",
+        "|---|---|---|---|",
+    ]
+    for option in OPTIONS:
+        if option.repeatable:
+            default = "none"
+        elif option.default is None or option.secret:
+            default = ""
+        else:
+            default = f"`{option.default}`"
+        text = option.help + (f" ({', '.join(option.choices)})" if option.choices else "")
+        env = f"`{option.env}`" if option.env else ""
+        rows.append(f"| `{option.flag}` | {env} | {default} | {text.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
 def _env_default(option: Option, environ: Mapping[str, str]) -> Any:
     raw = environ.get(option.env) if option.env else None
     if raw is None or raw == "":

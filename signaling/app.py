@@ -20,6 +20,7 @@ from omni_rtc.metrics import Metrics
 from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
 
 from .validation import MODES, BadRequest, parse_offer
+from .whip import add_whip_routes
 
 log = logging.getLogger("omni_rtc.http")
 
@@ -200,6 +201,7 @@ def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None)
     app.router.add_delete("/calls/{call_id}", delete_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_whip_routes(app, bridge, retry_after_s=RETRY_AFTER_S)
     return app
 
 

@@ -58,12 +58,16 @@ async def run_bridge(
     argv: list[str] | None = None,
     emulator: EmulatorConfig | None = None,
     upstream_url: str | None = None,
+    static: dict[str, Path] | None = None,
 ) -> AsyncIterator[Bridge]:
+    """The bridge on 127.0.0.1 with an emulator; ``static`` serves test pages (prefix: dir)."""
     settings = Settings.from_argv(
         ["--port", "0", "--ice-host-address", "127.0.0.1", *(argv or [])], environ={}
     )
     async with Emulator(emulator or EmulatorConfig(reply_delay_s=0.05)) as emu:
         app = create_app(settings, upstream_url or emu.url)
+        for prefix, directory in (static or {}).items():
+            app.router.add_static(prefix, directory)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

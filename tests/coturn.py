@@ -17,31 +17,35 @@ from pathlib import Path
 class Coturn:
     port: int
     secret: str
+    ip: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"turn:127.0.0.1:{self.port}?transport=udp"
+        return f"turn:{self.ip}:{self.port}?transport=udp"
 
 
-def _free_port() -> int:
+def _free_port(ip: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
-def run_coturn(secret: str = "test-turn-secret-0123456789") -> Iterator[Coturn]:
+def run_coturn(
+    secret: str = "test-turn-secret-0123456789", ip: str = "127.0.0.1"
+) -> Iterator[Coturn]:
+    """coturn listening and relaying on ``ip`` (relay ports 50000-50100)."""
     binary = shutil.which("turnserver")
     if binary is None:
         raise RuntimeError("turnserver (Debian package coturn) is missing: tests/run installs it")
-    port = _free_port()
+    port = _free_port(ip)
     workdir = Path(tempfile.mkdtemp(prefix="omni-rtc-coturn-"))
     log = workdir / "turn.log"
     process = subprocess.Popen(
         [
             binary,
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
+            f"--listening-ip={ip}",
+            f"--relay-ip={ip}",
             f"--listening-port={port}",
             "--min-port=50000",
             "--max-port=50100",
@@ -68,12 +72,12 @@ def run_coturn(secret: str = "test-turn-secret-0123456789") -> Iterator[Coturn]:
             if process.poll() is not None:
                 raise RuntimeError(f"coturn exited: {log.read_text() if log.exists() else ''}")
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                if probe.connect_ex((ip, port)) == 0:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError("coturn did not start")
             time.sleep(0.1)
-        yield Coturn(port, secret)
+        yield Coturn(port, secret, ip)
     finally:
         process.terminate()
         try:

@@ -91,3 +91,16 @@ def decode_wav_mono(data: bytes) -> tuple[np.ndarray, int]:
             for f in resampler.resample(fr)
         )
         return np.frombuffer(pcm, dtype="<i2"), stream.rate
+
+
+def assert_at_most_fps(arrivals: list[float], fps: float = 2.0) -> None:
+    """Images arrived at no more than ``fps`` a second.
+
+    The sampler starts an encode at most every 1/fps s; arrival times add encode and
+    network jitter, so one gap may be shorter, but never by much, and the rate holds.
+    """
+    assert len(arrivals) >= 2, arrivals
+    gaps = np.diff(arrivals)
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert rate <= fps * 1.05, f"{rate:.2f} images/s, gaps {gaps}"
+    assert gaps.min() >= 0.6 / fps, f"gaps {gaps}"

@@ -65,6 +65,7 @@ class WebRtcCall:
         self._outbox: deque[str] = deque(maxlen=OUTBOX_LIMIT)
         self._tracks_seen: set[MediaStreamTrack] = set()
         self._reply_added = False
+        self._reply_checked = False
         self._last_heard = time.monotonic()
         conversation.add_listener(self._on_event)
 
@@ -137,10 +138,25 @@ class WebRtcCall:
         log.info("call %s: peer connection %s", self.id, state)
         if state == "connected":
             self._flush_outbox()
+            self._check_reply_is_sent()
         elif state == "failed":
             self._close_soon("peer_failed")
         elif state == "closed":
             self._close_soon("peer_closed")
+
+    def _check_reply_is_sent(self) -> None:
+        """A send-only caller (most WHIP clients) receives no audio: nothing would read
+        the reply track, so play it into nothing and let turn-taking go on unchanged."""
+        if self._reply_checked:
+            return
+        self._reply_checked = True
+        if not any(
+            t.kind == "audio"
+            and t.sender.track is self.reply_track
+            and t.currentDirection in ("sendrecv", "sendonly")
+            for t in self.pc.getTransceivers()
+        ):
+            self.conversation.spawn(_play_to_nobody(self.reply_track), "reply-sink")
 
     async def _pump_caller_audio(self, track: MediaStreamTrack) -> None:
         while True:
@@ -258,6 +274,13 @@ class WebRtcCall:
         self.closed.set()
         if self.on_closed is not None:
             self.on_closed(self)
+
+
+async def _play_to_nobody(track: ReplyTrack) -> None:
+    """Pace the reply as if it were heard: its queue drains and the state moves on."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
 
 
 def _nesting(text: str) -> int:

@@ -132,7 +132,7 @@ async def test_offers_without_usable_audio() -> None:
         )
         assert status == 400
         assert "receive-only" in text
-        assert bridge.emulator.sessions == []  # refused before any upstream session opened
+        assert not bridge.emulator.sessions  # refused before any upstream session opened
 
 
 async def test_oversized_body_is_413_json() -> None:

@@ -1,7 +1,7 @@
 import re
 from pathlib import Path
 
-from omni_rtc.config import ENV_VARS, OPTIONS
+from omni_rtc.config import ENV_VARS, OPTIONS, options_markdown
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -11,6 +11,11 @@ def test_readme_documents_every_flag_and_env_var() -> None:
         assert f"`{option.flag}`" in README, option.flag
     for var in ENV_VARS:
         assert var in README, var
+
+
+def test_readme_configuration_table_is_generated_from_the_options() -> None:
+    """Regenerate with: python -c 'from omni_rtc.config import options_markdown as m; print(m())'"""
+    assert options_markdown() in README
 
 
 def test_readme_has_exactly_two_setup_commands() -> None:
