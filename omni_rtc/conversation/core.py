@@ -50,8 +50,17 @@ from .upstream import UpstreamEvents
 log = logging.getLogger("omni_rtc.call")
 
 FAILED_ENDINGS = frozenset(
-    {"peer_failed", "peer_timeout", "internal_error", "upstream_closed", "upstream_auth"}
+    {
+        "bad_offer",
+        "internal_error",
+        "peer_failed",
+        "peer_timeout",
+        "upstream_auth",
+        "upstream_closed",
+        "upstream_unavailable",
+    }
 )
+"""Endings counted in ``omni_rtc_calls_failed_total`` and logged at WARNING, once each."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 OpenSession = Callable[[SessionConfig], Awaitable[RealtimeClient]]
@@ -231,8 +240,11 @@ class Conversation:
         if not self._closing:
             self._closer = asyncio.create_task(self.close("internal_error"))
 
-    async def close(self, reason: str = "hangup") -> None:
-        """End the conversation and its realtime session; safe to call many times."""
+    async def close(self, reason: str = "hangup", detail: str = "") -> None:
+        """End the conversation and its realtime session; safe to call many times.
+
+        ``detail`` (why, in words) goes into the one log line that ends the call.
+        """
         if self._closing:
             await self.closed.wait()
             return
@@ -248,7 +260,7 @@ class Conversation:
         await self._close_client()
         if tasks:
             await asyncio.wait(tasks, timeout=2)
-        self._finish(reason)
+        self._finish(reason, detail)
         self.closed.set()
 
     async def _close_client(self) -> None:
@@ -256,7 +268,7 @@ class Conversation:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.close(), 2)
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, detail: str) -> None:
         self._report_underruns()
         duration = time.monotonic() - self.started_at
         if reason in FAILED_ENDINGS:
@@ -268,10 +280,11 @@ class Conversation:
         played_ms = self.stats.get("reply_ms", 0)
         log.log(
             logging.WARNING if reason in FAILED_ENDINGS else logging.INFO,
-            "call %s: ended (%s) after %.1f s: %d audio chunks and %d images up, "
+            "call %s: ended (%s%s) after %.1f s: %d audio chunks and %d images up, "
             "%d barge-ins, %d DTMF digits, %d ms of reply, %d underruns",
             self.id,
             reason,
+            f": {detail}" if detail else "",
             duration,
             self.stats["audio_chunks"],
             self.stats["images"],
