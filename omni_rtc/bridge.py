@@ -28,6 +28,7 @@ from .dtls import allow_rsa_peers
 from .emulator import Emulator, EmulatorConfig
 from .ice import restrict_host_addresses, rtc_configuration
 from .media.reply_track import ReplyTrack
+from .media.resample import use_in_aiortc
 from .metrics import Metrics
 from .realtime.client import RealtimeClient
 from .realtime.errors import AuthenticationFailed, RealtimeError
@@ -61,6 +62,7 @@ class Bridge:
             raise TypeError("give either Settings or keyword options, not both")
         self.settings = settings or Settings(**options)
         sctp_guard.install()
+        use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
         self.calls = CallManager(self.settings.max_calls, self.metrics)

@@ -257,6 +257,7 @@ class Conversation:
             task.cancel()
         await self.uplink.stop()
         self.sink.flush()
+        self._reply_resampler.reset()  # filter graphs go now, not at the next GC
         await self._close_client()
         if tasks:
             await asyncio.wait(tasks, timeout=2)

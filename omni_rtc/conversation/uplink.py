@@ -168,6 +168,7 @@ class Uplink:
             await sampler.stop()
         self._samplers.clear()
         self._queue.clear()
+        self.audio_in.close()
 
     # ---------------------------------------------------------------- push-to-talk
 
