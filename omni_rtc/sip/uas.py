@@ -115,6 +115,10 @@ class UserAgent:
         """No dialog, no transaction: nothing left behind."""
         return not (self._dialogs or self._server_txs or self._client_txs)
 
+    def busy_clients(self) -> bool:
+        """A BYE or REGISTER still waits for its answer."""
+        return bool(self._client_txs)
+
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         if not data.strip(b"\r\n \t\x00"):
             return  # keep-alive
