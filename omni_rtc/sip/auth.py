@@ -2,7 +2,9 @@
 
 Nonces are stateless: ``timestamp.hmac(secret, timestamp, realm)``, so no table grows
 with the number of callers; a nonce is good for ``nonce_ttl`` seconds and an expired
-one is re-challenged with ``stale=true``.  A nonce can be replayed within its lifetime
+one is re-challenged with ``stale=true``.  Challenges go out MD5 first, then SHA-256:
+many SIP clients (sipp, older phones and PBXs) answer only the first WWW-Authenticate
+header and know only MD5; clients that know both are free to pick SHA-256.  A nonce can be replayed within its lifetime
 (no nonce-count table): that is the price of keeping no per-caller state.
 """
 
@@ -84,6 +86,7 @@ class Authenticator:
         realm: str = "omni-rtc",
         nonce_ttl: float = 300.0,
         secret: bytes | None = None,
+        algorithms: Sequence[str] = ("MD5", "SHA-256"),
     ) -> None:
         self.networks = parse_networks(allow)
         if bool(username) != bool(password):
@@ -93,6 +96,9 @@ class Authenticator:
         self.realm = realm
         self.nonce_ttl = nonce_ttl
         self._secret = secret or secrets.token_bytes(32)
+        self.algorithms = tuple(a.upper() for a in algorithms)
+        if not self.algorithms or any(a not in ALGORITHMS for a in self.algorithms):
+            raise ValueError(f"digest algorithms: some of {', '.join(ALGORITHMS)}")
         if not self.networks and not self.username:
             raise ValueError(OPEN_PORT_WARNING)
 
@@ -122,7 +128,7 @@ class Authenticator:
     def challenges(self, now: float, stale: bool = False) -> list[str]:
         nonce = self.make_nonce(now)
         out = []
-        for algorithm in ("SHA-256", "MD5"):
+        for algorithm in self.algorithms:
             params = {"realm": self.realm, "nonce": nonce, "algorithm": algorithm, "qop": "auth"}
             if stale:
                 params["stale"] = "true"
@@ -143,7 +149,7 @@ class Authenticator:
         except HeaderError:
             return AuthDecision(Verdict.FORBIDDEN, reason="malformed Authorization")
         algorithm = params.get("algorithm", "MD5").upper()
-        if scheme != "digest" or algorithm not in ALGORITHMS:
+        if scheme != "digest" or algorithm not in self.algorithms:
             return AuthDecision(Verdict.CHALLENGE, self.challenges(now), "unsupported scheme")
         if params.get("realm") != self.realm:
             return AuthDecision(Verdict.CHALLENGE, self.challenges(now), "wrong realm")

@@ -116,6 +116,15 @@ class SipServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def leftovers(self) -> list[str]:
+        """What a call could have left behind (empty after every call has ended)."""
+        out = [f"call {c}" for c in self.calls] + [f"pending {c}" for c in self._pending]
+        out += [f"dialog {d}" for d in self.ua.calls]
+        if self.ports.in_use:
+            out.append(f"{self.ports.in_use} RTP port pairs reserved")
+        out += [f"task {t.get_name()}" for t in self._tasks if not t.done()]
+        return out
+
     def address(self, transport: str = "UDP") -> tuple[str, int]:
         for listener in self.listeners:
             if listener.address.transport == transport:
