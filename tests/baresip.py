@@ -43,6 +43,8 @@ async def call_with_baresip(
     target: str = f"sip:bot@{SERVER_IP}:{SIP_PORT}",
     seconds: int = 10,
     extra_account: str = "",
+    aor: str = f"sip:caller@{CLIENT_IP}:5070",
+    regint: int = 0,
 ) -> BaresipRun:
     require("baresip")
     module, _ = CODECS[codec]
@@ -68,7 +70,7 @@ async def call_with_baresip(
         )
     )
     (conf / "accounts").write_text(
-        f"<sip:caller@{CLIENT_IP}:5070>;regint=0;audio_codecs={codec}{extra_account}\n"
+        f"<{aor}>;regint={regint};audio_codecs={codec}{extra_account}\n"
     )
     proc = await asyncio.create_subprocess_exec(
         "baresip", "-f", str(conf), "-e", f"/dial {target}", "-t", str(seconds),

@@ -70,6 +70,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.deliver = deliver
         self.transport: asyncio.DatagramTransport | None = None
         self.port = address.port
+        self._closed: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,6 +78,11 @@ class UdpListener(asyncio.DatagramProtocol):
             lambda: self, local_addr=(self.address.host, self.address.port)
         )
         self.port = self.transport.get_extra_info("sockname")[1]
+        self._closed = loop.create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         host, port = str(addr[0]), int(addr[1])
@@ -91,8 +97,11 @@ class UdpListener(asyncio.DatagramProtocol):
             self.transport.sendto(data, (peer.host, peer.port))
 
     async def close(self) -> None:
+        """Close and wait until the socket is really closed (the port is free again)."""
         if self.transport is not None:
             self.transport.close()
+            if self._closed is not None:
+                await self._closed
 
 
 class TcpListener:
