@@ -69,9 +69,7 @@ async def call_with_baresip(
             ]
         )
     )
-    (conf / "accounts").write_text(
-        f"<{aor}>;regint={regint};audio_codecs={codec}{extra_account}\n"
-    )
+    (conf / "accounts").write_text(f"<{aor}>;regint={regint};audio_codecs={codec}{extra_account}\n")
     proc = await asyncio.create_subprocess_exec(
         "baresip", "-f", str(conf), "-e", f"/dial {target}", "-t", str(seconds),
         stdin=asyncio.subprocess.DEVNULL,

@@ -4,8 +4,9 @@ Nonces are stateless: ``timestamp.hmac(secret, timestamp, realm)``, so no table 
 with the number of callers; a nonce is good for ``nonce_ttl`` seconds and an expired
 one is re-challenged with ``stale=true``.  Challenges go out MD5 first, then SHA-256:
 many SIP clients (sipp, older phones and PBXs) answer only the first WWW-Authenticate
-header and know only MD5; clients that know both are free to pick SHA-256.  A nonce can be replayed within its lifetime
-(no nonce-count table): that is the price of keeping no per-caller state.
+header and know only MD5; clients that know both are free to pick SHA-256.  A nonce can
+be replayed within its lifetime (no nonce-count table): the price of keeping no
+per-caller state.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 from omni_rtc.sip.demo import EchoHandler
@@ -35,13 +34,12 @@ async def test_baresip_call_echo_per_codec(codec: str, tmp_path: Path, speech_wa
         # 1. the caller's speech reached the handler, decoded at the codec's rate
         reference, ref_rate = decode_wav_mono(wav.read_bytes())
         assert ref_rate == rate
-        received = pcm_envelope(
-            np.frombuffer(bytes(record.audio), dtype="<i2"), rate
-        )
+        received = pcm_envelope(np.frombuffer(bytes(record.audio), dtype="<i2"), rate)
         r_in = delayed_correlation(pcm_envelope(reference, rate), received, 100)
         assert r_in >= 0.8, f"{codec}: caller speech at the handler r={r_in:.3f}"
         # 2. baresip heard its own speech back (echo through ReplyTrack, encode, RTP)
-        assert run.sent is not None and run.heard is not None
+        assert run.sent is not None
+        assert run.heard is not None
         sent, sent_rate = run.sent
         heard, heard_rate = run.heard
         r_out = delayed_correlation(

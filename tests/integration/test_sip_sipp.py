@@ -26,7 +26,7 @@ async def test_options_keepalive(tmp_path: Path) -> None:
 
 async def test_basic_call_over_tcp(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler) as (server, tap):
+    async with sip_server(handler) as (_server, tap):
         result = await run_sipp("basic", tmp_path, transport="t1")
         assert result.returncode == 0, result.output + result.errors
         assert all(peer.transport == "TCP" for _, peer in tap.messages)
@@ -45,7 +45,7 @@ async def test_cancel_while_ringing(tmp_path: Path) -> None:
 
 async def test_reinvite_hold_and_resume(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler) as (server, _):
+    async with sip_server(handler) as (_server, _):
         task = asyncio.ensure_future(run_sipp("hold", tmp_path))
         await wait_for(lambda: bool(handler.active), timeout=10)
         call = next(iter(handler.active.values())).call
@@ -62,18 +62,20 @@ async def test_reinvite_hold_and_resume(tmp_path: Path) -> None:
 
 async def test_bye_from_the_bridge(tmp_path: Path) -> None:
     handler = EchoHandler(hangup_after_s=0.5)
-    async with sip_server(handler) as (server, _):
+    async with sip_server(handler) as (_server, _):
         result = await run_sipp("bye_from_server", tmp_path)
         assert result.returncode == 0, result.output + result.errors
         await wait_for(lambda: bool(handler.finished))
         assert handler.finished[0].ended == "demo hangup"
-        bye = [m for m in sipp_messages(tmp_path, "bye_from_server").split("\n\n") if "BYE sip:" in m]
+        bye = [
+            m for m in sipp_messages(tmp_path, "bye_from_server").split("\n\n") if "BYE sip:" in m
+        ]
         assert bye, "sipp logged no BYE"
 
 
 async def test_unknown_source_gets_digest_challenge(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler, allow=[], user="alice", password="s3cret-pw") as (server, _):
+    async with sip_server(handler, allow=[], user="alice", password="s3cret-pw") as (_server, _):
         result = await run_sipp("auth", tmp_path, extra=("-au", "alice", "-ap", "s3cret-pw"))
         assert result.returncode == 0, result.output + result.errors
         assert handler.started_total == 1
@@ -81,7 +83,7 @@ async def test_unknown_source_gets_digest_challenge(tmp_path: Path) -> None:
 
 async def test_wrong_password_is_forbidden(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler, allow=[], user="alice", password="s3cret-pw") as (server, _):
+    async with sip_server(handler, allow=[], user="alice", password="s3cret-pw") as (_server, _):
         result = await run_sipp("bad_password", tmp_path, extra=("-au", "alice", "-ap", "nope"))
         assert result.returncode == 0, result.output + result.errors
         assert handler.started_total == 0
@@ -89,7 +91,7 @@ async def test_wrong_password_is_forbidden(tmp_path: Path) -> None:
 
 async def test_source_outside_allow_list_is_forbidden(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler, allow=["10.77.0.99/32"]) as (server, _):
+    async with sip_server(handler, allow=["10.77.0.99/32"]) as (_server, _):
         result = await run_sipp("forbidden", tmp_path)
         assert result.returncode == 0, result.output + result.errors
         assert handler.started_total == 0
@@ -106,7 +108,7 @@ async def test_malformed_requests_get_4xx_and_server_stays_healthy(tmp_path: Pat
 
 async def test_retransmitted_invite_makes_one_call(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler, ring_s=1.6) as (server, tap):
+    async with sip_server(handler, ring_s=1.6) as (_server, tap):
         result = await run_sipp("retransmit", tmp_path)
         assert result.returncode == 0, result.output + result.errors
         invites = tap.requests("INVITE")
@@ -118,7 +120,7 @@ async def test_retransmitted_invite_makes_one_call(tmp_path: Path) -> None:
 
 async def test_rfc2833_dtmf_reaches_the_handler(tmp_path: Path) -> None:
     handler = EchoHandler()
-    async with sip_server(handler) as (server, _):
+    async with sip_server(handler) as (_server, _):
         result = await run_sipp("dtmf", tmp_path)
         assert result.returncode == 0, result.output + result.errors
         assert len(handler.finished) == 1

@@ -16,7 +16,8 @@ def test_recorded_requests_parse_and_round_trip(path) -> None:  # type: ignore[n
     assert isinstance(msg, Request)
     assert msg.method == path.stem.split("-")[1].upper()
     assert msg.cseq().method == msg.method
-    assert msg.top_via().branch and msg.top_via().branch.startswith("z9hG4bK")
+    assert msg.top_via().branch
+    assert msg.top_via().branch.startswith("z9hG4bK")
     again = parse(msg.serialize())
     assert isinstance(again, Request)
     assert again.headers.items == msg.headers.items
@@ -42,7 +43,7 @@ def test_compact_forms_folding_and_multi_valued_headers() -> None:
         b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa, SIP/2.0/TCP [2001:db8::1]:5062"
         b";branch=z9hG4bKb\r\n"
         b"v: SIP/2.0/UDP proxy.example.org;branch=z9hG4bKc\r\n"
-        b"f: \"Alice, the caller\" <sip:alice@example.org>;tag=1\r\n"
+        b'f: "Alice, the caller" <sip:alice@example.org>;tag=1\r\n'
         b"t: sip:bot@example.org\r\n"
         b"i: abc@10.0.0.1\r\n"
         b"CSeq: 7 OPTIONS\r\n"
@@ -54,7 +55,8 @@ def test_compact_forms_folding_and_multi_valued_headers() -> None:
     msg = parse(data)
     assert isinstance(msg, Request)
     assert [v.host for v in msg.vias()] == ["10.0.0.1", "[2001:db8::1]", "proxy.example.org"]
-    assert msg.vias()[1].port == 5062 and msg.vias()[1].transport == "TCP"
+    assert msg.vias()[1].port == 5062
+    assert msg.vias()[1].transport == "TCP"
     assert msg.from_().display == "Alice, the caller"
     assert msg.from_().tag == "1"
     assert msg.to().uri == "sip:bot@example.org"
@@ -126,11 +128,13 @@ def test_uri_and_address_helpers() -> None:
     assert uri.transport == "tcp"
     assert str(uri) == "sip:user:pw@[2001:db8::2]:5080;transport=tcp;lr?subject=x"
     addr = NameAddr.parse('"Bob" <sip:bob@example.org;transport=udp>;tag=abc;expires=60')
-    assert addr.uri == "sip:bob@example.org;transport=udp" and addr.tag == "abc"
+    assert addr.uri == "sip:bob@example.org;transport=udp"
+    assert addr.tag == "abc"
     assert str(NameAddr.parse(str(addr))) == str(addr)
     bare = NameAddr.parse("sip:bob@example.org;tag=9")
-    assert bare.uri == "sip:bob@example.org" and bare.tag == "9"
+    assert bare.uri == "sip:bob@example.org"
+    assert bare.tag == "9"
     via = Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport")
     via.params["rport"] = "4000"
     assert str(via) == "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=4000"
-    assert split_commas('a, "b,c" <sip:x>, <sip:y,z>') == ['a', '"b,c" <sip:x>', "<sip:y,z>"]
+    assert split_commas('a, "b,c" <sip:x>, <sip:y,z>') == ["a", '"b,c" <sip:x>', "<sip:y,z>"]

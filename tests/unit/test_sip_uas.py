@@ -57,7 +57,8 @@ def in_dialog(tag: str, method: str, cseq: int, body: bytes = b"", branch: str =
 def test_invite_with_offer_is_answered_in_the_200() -> None:
     ua = make_ua()
     event = offered(ua)
-    assert event.choice is not None and event.choice.codec == PCMU
+    assert event.choice is not None
+    assert event.choice.codec == PCMU
     assert event.choice.dtmf_payload_type == 101
     assert (event.choice.remote_address, event.choice.remote_port) == ("10.77.0.2", 3376)
     assert event.caller == "sip:caller@10.77.0.2:5070"
@@ -67,7 +68,8 @@ def test_invite_with_offer_is_answered_in_the_200() -> None:
     assert (peer.host, peer.port) == ("10.77.0.2", 5070)
     assert ok.to().tag
     via = ok.top_via()
-    assert via.params["rport"] == "5070" and via.params["received"] == "10.77.0.2"
+    assert via.params["rport"] == "5070"
+    assert via.params["received"] == "10.77.0.2"
     assert ok.headers.get("Contact") == "<sip:omni-rtc@10.77.0.1:5060>"
     answer = SessionDescription.parse(ok.body)
     audio = answer.media[0]
@@ -80,11 +82,13 @@ def test_retransmitted_invite_never_makes_a_second_call() -> None:
     ua = make_ua()
     call = offered(ua).call
     again = feed(ua, fixture("baresip-invite"), 0.3)
-    assert statuses(again) == [100] and events(again) == []
+    assert statuses(again) == [100]
+    assert events(again) == []
     ua.accept(call, 40000, 0.4)
     ua.drain()
     after = feed(ua, fixture("baresip-invite"), 0.6)
-    assert statuses(after) == [200] and events(after) == []
+    assert statuses(after) == [200]
+    assert events(after) == []
     assert ua.calls == [call]
 
 
@@ -132,7 +136,8 @@ def test_remote_bye_ends_the_call() -> None:
     assert ua.calls == []
     # a retransmitted BYE is answered from the transaction, no second end
     again = feed(ua, with_to_tag(fixture("baresip-bye"), tag), 1.5)
-    assert statuses(again) == [200] and events(again) == []
+    assert statuses(again) == [200]
+    assert events(again) == []
 
 
 def test_we_hang_up_with_a_retransmitted_bye() -> None:
@@ -141,9 +146,11 @@ def test_we_hang_up_with_a_retransmitted_bye() -> None:
     ua.hangup(call, "model session ended", 1.0)
     out = ua.drain()
     ((bye, peer),) = sends(out)
-    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert isinstance(bye, Request)
+    assert bye.method == "BYE"
     assert bye.uri == "sip:caller-0x56055f7ba310@10.77.0.2:5070"
-    assert bye.from_().tag == tag and bye.to().tag == "3b671d7496e7b1c4"
+    assert bye.from_().tag == tag
+    assert bye.to().tag == "3b671d7496e7b1c4"
     assert bye.cseq().method == "BYE"
     assert (peer.host, peer.port) == ("10.77.0.2", 5070)
     assert events(out) == [CallEnded(call, "model session ended")]
@@ -184,7 +191,8 @@ def test_options_keepalive() -> None:
     ua = make_ua()
     (ok,) = responses(feed(ua, fixture("sipp-options")))
     assert ok.status == 200
-    assert "INVITE" in ok.headers.get_all("Allow") and "BYE" in ok.headers.get_all("Allow")
+    assert "INVITE" in ok.headers.get_all("Allow")
+    assert "BYE" in ok.headers.get_all("Allow")
     assert ok.headers.get("Accept") == "application/sdp"
 
 
@@ -199,7 +207,7 @@ def test_options_keepalive() -> None:
 )
 def test_reinvite_hold_and_resume(direction: str, address: str, answer: str, sending: bool) -> None:
     ua = make_ua()
-    call, tag = answered(ua)
+    _call, tag = answered(ua)
     out = feed(ua, in_dialog(tag, "INVITE", 27937, sdp(direction, address=address)), 1.0)
     (ok,) = responses(out)
     assert ok.status == 200
@@ -207,7 +215,8 @@ def test_reinvite_hold_and_resume(direction: str, address: str, answer: str, sen
     assert held.media[0].direction == answer
     assert held.origin.split()[2] == "2"
     (change,) = events(out)
-    assert isinstance(change, MediaChanged) and change.choice.sending is sending
+    assert isinstance(change, MediaChanged)
+    assert change.choice.sending is sending
     feed(ua, in_dialog(tag, "ACK", 27937, branch="ack"), 1.1)
     out = feed(ua, in_dialog(tag, "INVITE", 27938, sdp("sendrecv")), 2.0)
     (ok,) = responses(out)
@@ -216,7 +225,8 @@ def test_reinvite_hold_and_resume(direction: str, address: str, answer: str, sen
     assert resumed.origin.split()[2] == "3"
     assert resumed.origin.split()[1] == held.origin.split()[1]
     (change,) = events(out)
-    assert isinstance(change, MediaChanged) and change.choice.sending
+    assert isinstance(change, MediaChanged)
+    assert change.choice.sending
 
 
 def test_reinvite_codec_change_and_no_common_codec() -> None:
@@ -224,10 +234,12 @@ def test_reinvite_codec_change_and_no_common_codec() -> None:
     _, tag = answered(ua)
     out = feed(ua, in_dialog(tag, "INVITE", 27937, sdp(formats="8 101")), 1.0)
     (change,) = events(out)
-    assert isinstance(change, MediaChanged) and change.choice.codec == PCMA
+    assert isinstance(change, MediaChanged)
+    assert change.choice.codec == PCMA
     feed(ua, in_dialog(tag, "ACK", 27937, branch="ack"), 1.1)
     out = feed(ua, in_dialog(tag, "INVITE", 27938, sdp(formats="18")), 2.0)
-    assert statuses(out) == [488] and events(out) == []
+    assert statuses(out) == [488]
+    assert events(out) == []
     assert len(ua.calls) == 1
 
 
@@ -242,23 +254,36 @@ def test_invite_without_sdp_gets_our_offer_and_the_answer_comes_in_the_ack() -> 
     assert offer.media[0].rtpmap[9] == ("G722", 8000, 1)
     ack = with_body(with_to_tag(fixture("baresip-ack"), ok.to().tag or ""), sdp(formats="8 101"))
     (confirmed,) = events(feed(ua, ack, 0.1))
-    assert isinstance(confirmed, CallConfirmed) and confirmed.choice.codec == PCMA
+    assert isinstance(confirmed, CallConfirmed)
+    assert confirmed.choice.codec == PCMA
 
 
 @pytest.mark.parametrize(
     ("change", "status"),
     [
-        (lambda d: d.replace(b"INVITE sip:", b"FOO sip:", 1).replace(b"INVITE\r\n", b"FOO\r\n"), 501),
-        (lambda d: d.replace(b"INVITE sip:", b"SUBSCRIBE sip:", 1).replace(
-            b"27936 INVITE", b"27936 SUBSCRIBE"), 405),
+        (
+            lambda d: d.replace(b"INVITE sip:", b"FOO sip:", 1).replace(b"INVITE\r\n", b"FOO\r\n"),
+            501,
+        ),
+        (
+            lambda d: d.replace(b"INVITE sip:", b"SUBSCRIBE sip:", 1).replace(
+                b"27936 INVITE", b"27936 SUBSCRIBE"
+            ),
+            405,
+        ),
         (lambda d: set_header(d, "Require", "100rel"), 420),
         (lambda d: with_body(d, sdp(formats="18 3")), 488),
         (lambda d: with_body(d, b"hello", "text/plain"), 415),
         (lambda d: with_body(d, b"v=0\r\nm=audio x RTP/AVP 0\r\n"), 488),
         (lambda d: set_header(d, "Max-Forwards", "0"), 483),
         (lambda d: d.replace(b"27936 INVITE", b"27936 BYE"), 400),
-        (lambda d: with_to_tag(d.replace(b"INVITE sip:", b"BYE sip:", 1).replace(
-            b"27936 INVITE", b"27936 BYE"), "unknown"), 481),
+        (
+            lambda d: with_to_tag(
+                d.replace(b"INVITE sip:", b"BYE sip:", 1).replace(b"27936 INVITE", b"27936 BYE"),
+                "unknown",
+            ),
+            481,
+        ),
     ],
 )
 def test_unwelcome_requests_get_their_status(change, status: int) -> None:  # type: ignore[no-untyped-def]
@@ -270,7 +295,13 @@ def test_unwelcome_requests_get_their_status(change, status: int) -> None:  # ty
 
 def test_unanswerable_garbage_is_dropped() -> None:
     ua = make_ua()
-    for junk in (b"", b"\r\n\r\n", b"hello\r\n\r\n", b"\xff\xfe" * 100, fixture("baresip-invite")[:40]):
+    for junk in (
+        b"",
+        b"\r\n\r\n",
+        b"hello\r\n\r\n",
+        b"\xff\xfe" * 100,
+        fixture("baresip-invite")[:40],
+    ):
         assert feed(ua, junk) == []
 
 
@@ -295,7 +326,8 @@ def test_busy_reject_with_retry_after() -> None:
     call = offered(ua).call
     ua.reject(call, 503, 0.0, retry_after=7)
     (busy,) = responses(ua.drain())
-    assert busy.status == 503 and busy.headers.get("Retry-After") == "7"
+    assert busy.status == 503
+    assert busy.headers.get("Retry-After") == "7"
     assert ua.calls == []
 
 
