@@ -32,10 +32,11 @@ SCENARIOS = Path(__file__).resolve().parent / "sip" / "scenarios"
 FIXTURES = Path(__file__).resolve().parent / "sip" / "fixtures"
 
 
-def ensure_veth() -> None:
+def ensure_veth() -> bool:
+    """Create the veth pair unless it exists; True when this call created it."""
     names = [name for _, name in socket.if_nameindex()]
     if "kit0" in names and "kit1" in names:
-        return
+        return False
     if names != ["lo"]:
         pytest.fail(
             "SIP interop tests create a veth pair (kit0/kit1, 10.77.0.0/24) and must run in "
@@ -57,6 +58,12 @@ def ensure_veth() -> None:
                 "the namespace needs root (CAP_NET_ADMIN): run as root or with "
                 "unshare --net --map-root-user"
             )
+    return True
+
+
+def remove_veth() -> None:
+    """Give the namespace back loopback-only (other tests insist on it)."""
+    subprocess.run(["ip", "link", "del", "kit0"], capture_output=True, check=False)
 
 
 def require(*tools: str) -> None:
@@ -79,7 +86,7 @@ class Tap:
 async def sip_server(
     handler: SipCallHandler | None = None, *, tcp: bool = True, **config: object
 ) -> AsyncIterator[tuple[SipServer, Tap]]:
-    ensure_veth()
+    created = ensure_veth()
     listen = [ListenAddress("UDP", SERVER_IP, SIP_PORT)]
     if tcp:
         listen.append(ListenAddress("TCP", SERVER_IP, SIP_PORT))
@@ -95,12 +102,14 @@ async def sip_server(
         receive(data, peer)
 
     server._receive = tapped  # type: ignore[method-assign]
-    await server.start()
     try:
+        await server.start()
         yield server, tap
     finally:
         await server.stop()
-        assert_nothing_left(server)
+        if created:
+            remove_veth()
+    assert_nothing_left(server)
 
 
 def assert_nothing_left(server: SipServer) -> None:
