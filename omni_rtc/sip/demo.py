@@ -23,11 +23,14 @@ class CallRecord:
     rate: int = 0
     dtmf: list[tuple[str, int]] = field(default_factory=list)
     ended: str | None = None
+    echoing: bool = False
 
 
 class EchoHandler:
-    """``mode="echo"``: every chunk of caller audio goes back ``delay_s`` later through
-    the call's ReplyTrack; ``mode="tone"``: a 440 Hz beep every second; ``"silence"``."""
+    """``mode="echo"``: the caller's audio goes back through the call's ReplyTrack behind a
+    ``delay_s`` delay line (silence queued once, then every chunk at once, so network
+    jitter never starves the track); ``mode="tone"``: a 440 Hz beep every second;
+    ``"silence"``."""
 
     def __init__(
         self,
@@ -85,11 +88,10 @@ class EchoHandler:
             record.audio += pcm
             record.rate = rate
         if self.mode == "echo":
-            track = call.reply_track
-            if self.delay_s <= 0:
-                track.push(pcm)
-            else:
-                asyncio.get_running_loop().call_later(self.delay_s, _push_if_live, call, pcm)
+            if not record.echoing:
+                record.echoing = True
+                call.reply_track.push(bytes(int(self.delay_s * rate) * 2))
+            call.reply_track.push(pcm)
 
     def dtmf(self, call: SipCall, digit: str, duration_ms: int) -> None:
         record = self.active.get(call.id)
@@ -103,8 +105,3 @@ class EchoHandler:
             record.ended = reason
             self.finished.append(record)
         self.changed.set()
-
-
-def _push_if_live(call: SipCall, pcm: bytes) -> None:
-    if call.ended is None and call.media.reply_track is not None:
-        call.reply_track.push(pcm)

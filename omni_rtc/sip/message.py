@@ -273,6 +273,8 @@ def _validate(msg: Request | Response, partial: Request | None) -> None:
         cseq = msg.cseq()
         if not msg.call_id or " " in msg.call_id:
             raise ParseError("bad or missing Call-ID", partial)
+        for name in {n.lower() for n, _ in msg.headers.items} & MULTI_VALUED:
+            msg.headers.get_all(name)  # comma lists must split (quotes closed)
         max_forwards = msg.headers.get("Max-Forwards")
         if max_forwards is not None and (not max_forwards.isdigit() or int(max_forwards) > 255):
             raise ParseError("bad Max-Forwards", partial)

@@ -176,7 +176,12 @@ class UserAgent(InviteSessions):
         if decision.verdict is not Verdict.ALLOWED:
             status = 401 if decision.verdict is Verdict.CHALLENGE else 403
             headers = [("WWW-Authenticate", c) for c in decision.challenges]
-            tx.respond(make_response(req, status, to_tag=new_tag(), headers=headers), now)
+            # Stateless: an unverified (maybe spoofed) source gets one response per
+            # request, never our retransmissions (no reflection amplification) and no
+            # transaction state; a lost 401 is recovered by the client's retransmission.
+            self._server_txs.pop(key, None)
+            response = make_response(req, status, to_tag=new_tag(), headers=headers)
+            self._send(response.serialize(), response_peer(req, peer))
             log.info("%d to %s from %s: %s", status, req.method, peer.host, decision.reason)
             return
         if req.method == "OPTIONS":

@@ -46,6 +46,7 @@ async def test_baresip_call_echo_per_codec(codec: str, tmp_path: Path, speech_wa
             pcm_envelope(sent, sent_rate), pcm_envelope(heard, heard_rate), 100
         )
         assert r_out >= 0.8, f"{codec}: echo heard by baresip r={r_out:.3f}"
+        print(f"{codec}: speech at the handler r={r_in:.3f}, echo heard r={r_out:.3f}")
     assert server.leftovers() == []
 
 

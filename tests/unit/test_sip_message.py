@@ -93,6 +93,7 @@ def test_response_parses() -> None:
         ((b"CSeq: 27936 INVITE", b"CSeq: many INVITE"), False),
         ((b"sip:bot@10.77.0.1:5060 SIP/2.0", b"sip:bot@10.77.0.1:5060 SIP/3.0"), False),
         ((b"User-Agent: baresip", b"User-Agent baresip"), True),
+        ((b"Contact: <", b'Contact: "<'), True),  # found by hypothesis
     ],
 )
 def test_malformed_input_is_a_clean_parse_error(

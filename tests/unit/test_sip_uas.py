@@ -365,3 +365,12 @@ def test_wrong_password_and_unknown_source_are_forbidden() -> None:
     assert statuses(feed(only_others, fixture("baresip-invite"))) == [403]
     assert statuses(feed(only_others, fixture("sipp-options"))) == [403]
     assert CALLER.host == "10.77.0.2"
+
+
+def test_challenges_are_stateless_towards_unverified_sources() -> None:
+    ua = make_ua(allow=[], username="alice", password="pw-123")
+    assert statuses(feed(ua, fixture("baresip-invite"))) == [401]
+    assert statuses(feed(ua, fixture("baresip-invite"), 0.5)) == [401]  # a retransmission
+    ua.handle_timers(40.0)
+    assert ua.drain() == []  # we never retransmit towards an unverified source
+    assert ua.idle()
