@@ -136,10 +136,12 @@ async def run_sipp(
     extra: tuple[str, ...] = (),
     timeout_s: int = 40,
     transport: str = "u1",
+    target: str | None = f"{SERVER_IP}:{SIP_PORT}",
 ) -> SippResult:
+    """Run one sipp scenario from the client address (as UAS when ``target`` is None)."""
     require("sipp")
     cmd = [
-        "sipp", f"{SERVER_IP}:{SIP_PORT}", "-sf", str(SCENARIOS / f"{scenario}.xml"),
+        "sipp", *([target] if target else []), "-sf", str(SCENARIOS / f"{scenario}.xml"),
         "-i", CLIENT_IP, "-p", str(port), "-m", str(calls), "-mi", CLIENT_IP,
         "-mp", str(port + 1000), "-t", transport, "-nostdin", "-timeout", f"{timeout_s}s",
         "-timeout_error", "-trace_err", "-trace_msg", "-max_recv_loops", "1000",

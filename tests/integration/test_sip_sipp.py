@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from omni_rtc.sip.demo import EchoHandler
+from omni_rtc.sip.register import RegisterTarget
 from tests.helpers import wait_for
 from tests.sip_support import CLIENT_IP, run_sipp, sip_server, sipp_messages
 
@@ -147,3 +148,30 @@ async def test_load_30_concurrent_g711_calls(tmp_path: Path) -> None:
         ended = [r.ended for r in handler.finished]
         assert ended == ["remote BYE"] * 30
     assert CLIENT_IP
+
+
+async def test_no_room_is_503_with_retry_after(tmp_path: Path) -> None:
+    handler = EchoHandler(max_calls=0)
+    async with sip_server(handler, retry_after=5) as (server, _):
+        result = await run_sipp("busy", tmp_path)
+        assert result.returncode == 0, result.output + result.errors
+        assert server.ports.in_use == 0
+
+
+async def test_registers_at_a_sipp_registrar_refreshes_and_unregisters(tmp_path: Path) -> None:
+    registrar = asyncio.ensure_future(
+        run_sipp("registrar", tmp_path, target=None, port=5090, timeout_s=20)
+    )
+    await asyncio.sleep(0.5)
+    target = RegisterTarget("1001", "s3cret", CLIENT_IP, 5090)
+    async with sip_server(register=target, register_expires=2) as (server, tap):
+        reg = server.registration
+        assert reg is not None
+        await wait_for(lambda: reg.state == "registered", timeout=5)
+        first_cseq = reg.cseq
+        await wait_for(lambda: reg.cseq > first_cseq and reg.state == "registered", timeout=5)
+        assert reg.granted == 2
+        assert [m for m, _ in tap.messages if m.startswith(b"SIP/2.0 401")]
+    result = await registrar
+    assert result.returncode == 0, result.output + result.errors
+    assert reg.state == "stopped"

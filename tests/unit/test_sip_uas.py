@@ -374,3 +374,26 @@ def test_challenges_are_stateless_towards_unverified_sources() -> None:
     ua.handle_timers(40.0)
     assert ua.drain() == []  # we never retransmit towards an unverified source
     assert ua.idle()
+
+
+def test_record_route_is_copied_and_our_bye_follows_the_route_set() -> None:
+    ua = make_ua()
+    invite = set_header(fixture("baresip-invite"), "Record-Route", "<sip:10.77.0.9:5070;lr>")
+    event = offered(ua, invite)
+    ua.accept(event.call, 40000, 0.0)
+    (ok,) = responses(ua.drain())
+    assert ok.headers.get("Record-Route") == "<sip:10.77.0.9:5070;lr>"
+    feed(ua, with_to_tag(fixture("baresip-ack"), ok.to().tag or ""), 0.1)
+    ua.hangup(event.call, "done", 1.0)
+    ((bye, peer),) = sends(ua.drain())
+    assert bye.headers.get("Route") == "<sip:10.77.0.9:5070;lr>"
+    assert (peer.host, peer.port) == ("10.77.0.9", 5070)
+
+
+def test_public_address_goes_into_contact_and_sdp() -> None:
+    ua = UserAgent(make_ua().auth, public_address="203.0.113.7")
+    event = offered(ua)
+    ua.accept(event.call, 40000, 0.0)
+    (ok,) = responses(ua.drain())
+    assert ok.headers.get("Contact") == "<sip:omni-rtc@203.0.113.7:5060>"
+    assert SessionDescription.parse(ok.body).connection == "203.0.113.7"
