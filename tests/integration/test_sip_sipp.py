@@ -159,15 +159,15 @@ async def test_no_room_is_503_with_retry_after(tmp_path: Path) -> None:
 
 
 async def test_registers_at_a_sipp_registrar_refreshes_and_unregisters(tmp_path: Path) -> None:
-    registrar = asyncio.ensure_future(
-        run_sipp("registrar", tmp_path, target=None, port=5090, timeout_s=20)
-    )
-    await asyncio.sleep(0.5)
     target = RegisterTarget("1001", "s3cret", CLIENT_IP, 5090)
     async with sip_server(register=target, register_expires=2) as (server, tap):
+        # the registrar starts after our first REGISTER left: retransmission reaches it
+        registrar = asyncio.ensure_future(
+            run_sipp("registrar", tmp_path, target=None, port=5090, timeout_s=20)
+        )
         reg = server.registration
         assert reg is not None
-        await wait_for(lambda: reg.state == "registered", timeout=5)
+        await wait_for(lambda: reg.state == "registered", timeout=10)
         first_cseq = reg.cseq
         await wait_for(lambda: reg.cseq > first_cseq and reg.state == "registered", timeout=5)
         assert reg.granted == 2
