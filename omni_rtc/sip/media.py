@@ -73,7 +73,6 @@ class RtpEndpoint:
         self.reply_track: ReplyTrack | None = None
         self.stats = MediaStats()
         self.remote: Address | None = None
-        self._latched = False
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
         self._decoder: AudioDecoder | None = None
@@ -110,7 +109,6 @@ class RtpEndpoint:
         sdp_remote = (choice.remote_address, choice.remote_port)
         if previous is None or (previous.remote_address, previous.remote_port) != sdp_remote:
             self.remote = sdp_remote
-            self._latched = False
         if self._send_task is None and not self.closed:
             self._send_task = asyncio.get_running_loop().create_task(self._send_loop())
 
@@ -140,7 +138,6 @@ class RtpEndpoint:
             self.stats.first_packet_from = addr
         if addr != self.remote:  # symmetric RTP: answer where the packets come from
             self.remote = addr
-            self._latched = True
         if not choice.receiving:
             return
         for ready in self._reorder.push(packet):

@@ -166,10 +166,14 @@ class SipServer:
 
     def _send(self, item: Send) -> None:
         peer = item.peer
-        for listener in self.listeners:
-            if listener.address.transport == peer.transport and listener.port == peer.local_port:
-                listener.send(item.data, peer)
-                return
+        candidates = [
+            x for x in self.listeners
+            if x.address.transport == peer.transport and x.port == peer.local_port
+        ]  # fmt: skip
+        exact = [x for x in candidates if x.address.host == peer.local_host]
+        for listener in exact or candidates:
+            listener.send(item.data, peer)
+            return
         log.warning("no listener for %s:%d", peer.transport, peer.local_port)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
