@@ -147,6 +147,10 @@ async def test_load_30_concurrent_g711_calls(tmp_path: Path) -> None:
         assert peak >= 25
         ended = [r.ended for r in handler.finished]
         assert ended == ["remote BYE"] * 30
+        # every call got sipp's 236-packet PCMA pcap and was answered with paced RTP
+        received = sorted(r.call.media.stats.packets_in for r in handler.finished)
+        assert received[0] >= 225, received
+        assert all(r.call.media.stats.packets_out >= 200 for r in handler.finished)
     assert CLIENT_IP
 
 
