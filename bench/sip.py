@@ -1,11 +1,15 @@
 """SIP/RTP benchmark: CPU per G.711 call, concurrent G.711 calls one core keeps in real
 time, and the latency the RTP endpoint adds in each direction.
 
-Run: ``python bench/sip.py [--calls 10,25,50,75] [--seconds 6]``.  Prints figures, not a
-test.  The server (``python -m omni_rtc.sip`` with the demo echo handler, echo delay 0)
-runs as its own process pinned to CPU 0; this script is the load client (pinned to CPU
-1): it dials N calls over SIP on 127.0.0.1, streams 20 ms PCMU packets on each and counts
-the echoed packets. A step is "real time" when >= 97% of the echo packets arrive and the
+Run: ``python bench/sip.py [--calls 10,25,50,75] [--seconds 6] [--server bridge|demo]``.
+Prints figures, not a test.  The server runs as its own process pinned to CPU 0:
+``bridge`` (default) is ``omni-rtc serve --sip-listen`` talking to ``omni-rtc emulator
+--reply live`` (every caller chunk comes straight back as reply audio: the whole model
+path, conversation, resampling, WebSocket, JSON and base64 included); ``demo`` is
+``python -m omni_rtc.sip`` with the demo echo handler (the SIP/RTP layer alone, the
+baseline).  This script is the load client (pinned to CPU 1, with the emulator): it
+dials N calls over SIP on 127.0.0.1, streams 20 ms PCMU packets on each and counts the
+echoed packets. A step is "real time" when >= 97% of the echo packets arrive and the
 99th percentile of their inter-arrival gap stays under 40 ms. All traffic stays on
 127.0.0.1 and every run is bounded in calls and seconds.
 """
@@ -209,17 +213,37 @@ def med(values: list[float]) -> str:
     return f"median {statistics.median(values):.2f} ms, p95 {np.percentile(values, 95):.2f} ms"
 
 
-async def main(steps: list[int], seconds: float) -> None:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def main(steps: list[int], seconds: float, kind: str) -> None:
     for idle in ("silence", "nothing"):
         reply, uplink = await endpoint_latency(idle)
         print(f"ReplyTrack(idle={idle}): push -> first reply RTP packet: {med(reply)}")
         if idle == "silence":
             print(f"caller RTP packet -> caller_audio callback: {med(uplink)}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "omni_rtc.sip",
-           "--sip-listen", f"udp:{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
-           "--rtp-ports", "45000-45999", "--reply", "echo", "--delay", "0",
-           "--max-calls", "500", "--log-level", "WARNING"]  # fmt: skip
+    sip = ["--sip-listen", f"udp:{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
+           "--rtp-ports", "45000-45999", "--log-level", "WARNING"]  # fmt: skip
+    emulator = None
+    if kind == "demo":
+        cmd = ["taskset", "-c", "0", sys.executable, "-m", "omni_rtc.sip", *sip,
+               "--reply", "echo", "--delay", "0", "--max-calls", "500"]  # fmt: skip
+    else:
+        up = free_port()
+        emulator = await asyncio.create_subprocess_exec(
+            "taskset", "-c", "1", sys.executable, "-m", "omni_rtc", "emulator",
+            "--port", str(up), "--reply", "live", "--log-level", "WARNING", env=env,
+        )  # fmt: skip
+        cmd = ["taskset", "-c", "0", sys.executable, "-m", "omni_rtc", "serve", *sip,
+               "--port", str(free_port()), "--upstream-url", f"ws://{HOST}:{up}/api-ws/v1/realtime",
+               "--api-key", "bench", "--max-calls", "500"]  # fmt: skip
+    print(f"server: {' '.join(cmd[3:])}")
     server = await asyncio.create_subprocess_exec(*cmd, env=env)
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {1})
@@ -241,13 +265,16 @@ async def main(steps: list[int], seconds: float) -> None:
             if not ok:
                 break
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
+        for process in (server, emulator):
+            if process is not None:
+                process.terminate()
+                await asyncio.wait_for(process.wait(), 10)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", default="10,25,50,75,100")
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--server", choices=("bridge", "demo"), default="bridge")
     args = parser.parse_args()
-    asyncio.run(main([int(x) for x in args.calls.split(",")], args.seconds))
+    asyncio.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.server))

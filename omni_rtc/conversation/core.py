@@ -98,6 +98,9 @@ class Conversation:
         self.profile = profile
         self.sink = sink
         self.metrics = metrics or Metrics()
+        self.bytes_up = self.metrics.bytes.labels("up")
+        self.bytes_down = self.metrics.bytes.labels("down")
+        """Label lookups cost more than the increments: done once per call."""
         self.executor = executor
         self.video_fps = video_fps
         self.jpeg_limits = jpeg_limits or JpegLimits()
@@ -361,7 +364,7 @@ class Conversation:
         self.stats["reply_ms"] = self.stats.get("reply_ms", 0) + len(pcm) * 500 // (
             self.profile.output_rate
         )
-        self.metrics.bytes.labels("down").inc(len(pcm))
+        self.bytes_down.inc(len(pcm))
         if self.state != "speaking":
             self.set_state("speaking")
 
