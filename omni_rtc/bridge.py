@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, InvalidStateError
 
 from .calls import CallManager, CallOptions, CapacityError, OfferError
 from .config import Settings
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("omni_rtc.calls")
 
 __all__ = ["Bridge", "CallOptions", "CapacityError", "OfferError"]
+
+
+def _offer_failure(exc: Exception) -> str:
+    """aiortc's own errors describe the offer; anything else is an internal detail (logged)."""
+    if isinstance(exc, (ValueError, InvalidAccessError, InvalidStateError)) and str(exc):
+        return f"cannot answer this offer: {exc}"
+    log.warning("cannot answer an offer: %r", exc)
+    return "cannot answer this offer: aiortc could not apply it"
 
 
 class Bridge:
@@ -220,9 +229,7 @@ class Bridge:
             except Exception as exc:
                 await call.close("bad_offer")  # ends whatever the offer's tracks started
                 self.metrics.calls_failed.labels(transport, "bad_offer").inc()
-                raise OfferError(
-                    f"cannot answer this offer: {exc or exc.__class__.__name__}"
-                ) from None
+                raise OfferError(_offer_failure(exc)) from None
             await self._start_webrtc(call)
         return call, pc.localDescription.sdp
 

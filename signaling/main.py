@@ -17,12 +17,13 @@ from omni_rtc.ice import restrict_host_addresses
 from omni_rtc.log import setup_logging
 
 from .app import build_app
+from .server import make_runner
 
 log = logging.getLogger("omni_rtc")
 
 
 def _secrets(settings: Settings) -> list[str]:
-    found = [settings.api_key or "", settings.turn_secret or ""]
+    found = [settings.api_key or "", settings.turn_secret or "", settings.access_token or ""]
     found += [s.credential or "" for s in (*settings.ice_servers, *settings.bridge_ice_servers)]
     return [s for s in found if s]
 
@@ -50,6 +51,19 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
         )
     else:
         lines.append(f"  upstream: {upstream}")
+    if settings.auth_required:
+        lines.append(
+            "  access: callers need the access token or a call link (omni-rtc token); "
+            + (
+                f"at most {settings.rate_limit} calls per client"
+                if settings.call_rate
+                else "no rate limit"
+            )
+        )
+    elif settings.no_auth:
+        lines.append("  access: OPEN (--no-auth): anyone who reaches this server can start calls")
+    else:
+        lines.append("  access: no token needed on loopback (set --access-token to require one)")
     if settings.ice_servers:
         lines.append("  ICE servers: " + ", ".join(s.urls for s in settings.ice_servers))
     else:
@@ -67,7 +81,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     await bridge.start()
     upstream = bridge.upstream_url
     app = build_app(bridge)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = make_runner(app, http_timeout=settings.http_timeout, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_ssl_context(settings))
     await site.start()

@@ -13,6 +13,7 @@ from omni_rtc.config import Settings
 from omni_rtc.emulator import Emulator, EmulatorConfig
 from omni_rtc.ice import restrict_host_addresses
 from signaling.app import MANAGER, METRICS, create_app
+from signaling.server import make_runner
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -64,7 +65,7 @@ async def run_bridge(
     )
     async with Emulator(emulator or EmulatorConfig(reply_delay_s=0.05)) as emu:
         app = create_app(settings, upstream_url or emu.url)
-        runner = web.AppRunner(app)
+        runner = make_runner(app, http_timeout=settings.http_timeout)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
