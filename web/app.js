@@ -31,6 +31,20 @@
   let currentAssistant = null;
   let mode = "server_vad";
 
+  // ------------------------------------------------------------------ access (call links)
+  // The one place that knows about tokens: ?token=... (a call link from `omni-rtc token`,
+  // or the access token) goes to the server as a Bearer header on every API request.
+  const accessToken = params.get("token");
+
+  function authHeaders(extra = {}) {
+    return accessToken ? { ...extra, Authorization: `Bearer ${accessToken}` } : extra;
+  }
+
+  function refusalMessage(status, body) {
+    if (status === 401) return "This call link is invalid or has expired.";
+    return body.error || `the server refused the call (HTTP ${status})`;
+  }
+
   // ------------------------------------------------------------------ UI helpers
 
   function showError(message) {
@@ -94,7 +108,7 @@
   // ------------------------------------------------------------------ configuration
 
   async function loadConfig() {
-    const response = await fetch("config");
+    const response = await fetch("config", { headers: authHeaders() });
     if (!response.ok) throw new Error(`cannot load /config (HTTP ${response.status})`);
     config = await response.json();
     debug.config = config;
@@ -221,14 +235,14 @@
       await waitForIceGathering(pc, 3000);
       const response = await fetch("offer", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: authHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify({
           sdp: pc.localDescription.sdp, type: "offer", mode,
           voice: ui.voice.value || undefined, instructions: ui.instructions.value.trim() || undefined,
         }),
       });
       const body = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(body.error || `the server refused the call (HTTP ${response.status})`);
+      if (!response.ok) throw new Error(refusalMessage(response.status, body));
       debug.callId = body.call_id;
       await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     } catch (err) {
@@ -268,7 +282,7 @@
   function endCall(notifyServer) {
     const callId = debug.callId;
     if (notifyServer && callId) {
-      fetch(`calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+      fetch(`calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true, headers: authHeaders() }).catch(() => {});
     }
     debug.callId = null;
     clearInterval(meterTimer);
