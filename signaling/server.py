@@ -3,7 +3,9 @@
 aiohttp answers requests its parser refuses (over-long lines, ``Content-Length: -5``,
 bad chunking, TLS on the HTTP port) itself, before any middleware runs, with a plain
 text body and an ERROR traceback in the log. :class:`EdgeRequestHandler` overrides its
-``handle_error`` hook to answer ``{"error": ...}`` and log one line instead;
+``handle_error`` hook to answer ``{"error": ...}`` and log one line instead, and turns
+any other plain-text error aiohttp makes outside the middleware (an unknown ``Expect``)
+into JSON;
 :func:`make_runner` plugs it in through a ``web.Server`` subclass (aiohttp has no
 option for the handler class). ``keepalive_timeout`` doubles as the header-read limit:
 aiohttp arms it when a connection opens, so a client that never completes its
@@ -20,6 +22,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 log = logging.getLogger("omni_rtc.http")
+
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
 def describe(exc: BaseException | None, message: str | None) -> str:
@@ -53,6 +57,31 @@ class EdgeRequestHandler(web.RequestHandler):
         response = web.json_response({"error": text}, status=status)
         response.force_close()
         return response
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """The last stop of every response: a plain-text error that aiohttp made before the
+        app's middleware could (e.g. 417 for an unknown ``Expect``) leaves as JSON too.
+        """
+        if (
+            resp.status >= 400
+            and isinstance(resp, web.Response)
+            and resp.content_type == "text/plain"
+            and not resp.prepared
+        ):
+            text = resp.text or ""
+            if not text or text.startswith(f"{resp.status}:"):
+                text = resp.reason
+            json_resp = web.json_response(
+                {"error": describe(None, text)},
+                status=resp.status,
+                headers={k: v for k, v in resp.headers.items() if k in _KEPT_HEADERS},
+            )
+            if not resp.keep_alive:
+                json_resp.force_close()
+            resp = json_resp
+        return await super().finish_response(request, resp, start_time)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """A client's broken body (seen again when aiohttp drains it) is not our error."""
