@@ -41,7 +41,9 @@
   }
 
   function refusalMessage(status, body) {
-    if (status === 401) return "This call link is invalid or has expired.";
+    if (status === 401) {
+      return accessToken ? "This call link is invalid or has expired." : "This server needs a call link: open the link you were given.";
+    }
     return body.error || `the server refused the call (HTTP ${status})`;
   }
 
