@@ -191,7 +191,7 @@ def _run_token(args: argparse.Namespace) -> int:
 
     from signaling.tokens import mint
 
-    from .config import Settings, check_env_defaults, read_access_token
+    from .config import MIN_TOKEN_CHARS, Settings, check_env_defaults, read_access_token
 
     parser: argparse.ArgumentParser = args.command_parser
     try:
@@ -217,6 +217,12 @@ def _run_token(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if len(secret) < MIN_TOKEN_CHARS:
+        print(
+            "warning: the access token is short: links signed with it can be forged by "
+            "guessing it; use 32 random characters (openssl rand -hex 32)",
+            file=sys.stderr,
+        )
     expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=args.ttl)
     print(f"valid until {expires:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
     if args.url:

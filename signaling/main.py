@@ -52,14 +52,19 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
     else:
         lines.append(f"  upstream: {upstream}")
     if settings.auth_required:
-        lines.append(
-            "  access: callers need the access token or a call link (omni-rtc token); "
-            + (
-                f"at most {settings.rate_limit} calls per client"
-                if settings.call_rate
-                else "no rate limit"
-            )
+        limit = (
+            f"at most {settings.rate_limit} calls per client"
+            if settings.call_rate
+            else "no rate limit"
         )
+        lines.append(
+            f"  access: callers need the access token or a call link (omni-rtc token); {limit}"
+        )
+        if settings.weak_access_token:
+            lines.append(
+                "  WARNING: the access token is short: call links signed with it can be "
+                "forged by guessing it; use 32 random characters (openssl rand -hex 32)."
+            )
     elif settings.no_auth:
         lines.append("  access: OPEN (--no-auth): anyone who reaches this server can start calls")
     else:

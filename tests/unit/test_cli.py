@@ -134,7 +134,7 @@ def test_token_command_prints_a_link_the_server_accepts(
     ("argv", "message"),
     [
         (["token"], "no access token"),
-        (["token", "--access-token", "short"], "at least 16 characters"),
+        (["token", "--access-token", "tab\there"], "printable ASCII"),
         (["token", "--access-token", "0123456789abcdef", "--voice", "Nobody"], "unknown voice"),
         (
             ["token", "--access-token", "0123456789abcdef", "--mode", "walkie"],
