@@ -1,7 +1,9 @@
-"""Reading request bodies at the edge: bounded in size and time, UTF-8 JSON only.
+"""Reading request bodies at the edge: bounded in size and time, UTF-8 only.
 
-Any route that takes a JSON body (``/offer`` today) calls :func:`read_json`; a refused
-body raises :class:`~signaling.validation.BadRequest`, which the app answers as JSON.
+A route that takes a JSON body (``/offer``) calls :func:`read_json`; one that takes text
+such as SDP (``/whip``) calls :func:`read_text` then
+:func:`~signaling.validation.check_sdp_offer`. A refused body raises
+:class:`~signaling.validation.BadRequest`, which the app answers as JSON.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ async def read_body(request: web.Request) -> bytes:
         raise RequestTimeout("the request body did not arrive in time") from None
     except web.RequestPayloadError:
         raise BadRequest("the request body could not be read (bad chunked encoding?)") from None
+
+
+async def read_text(request: web.Request, content_type: str) -> str:
+    """A UTF-8 text body of exactly this type (e.g. ``application/sdp`` for WHIP), else 415."""
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(f"send the request body as {content_type}")
+    charset = request.charset
+    if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"{content_type} bodies must be UTF-8")
+    return decode_utf8(await read_body(request))
 
 
 async def read_json(request: web.Request) -> Any:

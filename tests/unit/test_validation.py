@@ -1,6 +1,7 @@
 """Edge validation as pure functions: bounded JSON, content types, SDP line checks."""
 
 import pytest
+from aiohttp import web
 
 from signaling.validation import (
     BadRequest,
@@ -103,3 +104,32 @@ def test_too_many_media_sections() -> None:
         check_sdp_offer(sdp, 100_000)
     with pytest.raises(BadRequest, match="too large"):
         check_sdp_offer(AUDIO, 100)
+
+
+async def test_read_text_for_sdp_bodies() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from signaling.app import errors_as_json
+    from signaling.body import BODY_TIMEOUT, read_text
+
+    async def whip(request: web.Request) -> web.Response:
+        return web.Response(text=await read_text(request, "application/sdp"))
+
+    app = web.Application(middlewares=[errors_as_json])
+    app[BODY_TIMEOUT] = 5.0
+    app.router.add_post("/whip", whip)
+    async with TestClient(TestServer(app)) as client:
+        results = []
+        for content_type, body in (
+            ("application/sdp", AUDIO.encode()),
+            ("application/sdp; charset=utf-8", b"v=0"),
+            ("application/json", b"v=0"),
+            ("application/sdp; charset=latin-1", b"v=0"),
+            ("application/sdp", b"v=0\xff"),
+        ):
+            response = await client.post("/whip", data=body, headers={"Content-Type": content_type})
+            results.append((response.status, await response.text()))
+    assert results[0] == (200, AUDIO)
+    assert results[1] == (200, "v=0")
+    assert [status for status, _ in results[2:]] == [415, 415, 400]
+    assert all(text.startswith('{"error"') for _, text in results[2:])
