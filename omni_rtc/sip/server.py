@@ -44,6 +44,11 @@ class SipConfig:
     """Send 180 Ringing and wait this long before answering (0: answer at once)."""
     idle_audio: str = "silence"
     user_agent: str = "omni-rtc"
+    reuse_port: bool = False
+    """Several worker processes share the SIP port (the kernel keeps each caller's
+    datagrams and connections on one of them)."""
+    nonce_secret: bytes | None = None
+    """Digest nonces signed with this (shared by worker processes); random if None."""
 
 
 class SipServer:
@@ -52,7 +57,12 @@ class SipServer:
             raise ValueError("SIP needs at least one --sip-listen address")
         self.config = config
         self.handler = handler
-        auth = Authenticator(allow=config.allow, username=config.user, password=config.password)
+        auth = Authenticator(
+            allow=config.allow,
+            username=config.user,
+            password=config.password,
+            secret=config.nonce_secret,
+        )
         self.ua = UserAgent(
             auth, public_address=config.public_address, user_agent=config.user_agent
         )
@@ -74,7 +84,7 @@ class SipServer:
         for address in self.config.listen:
             listener: UdpListener | TcpListener
             listener = (UdpListener if address.transport == "UDP" else TcpListener)(
-                address, self._receive
+                address, self._receive, reuse_port=self.config.reuse_port
             )
             await listener.start()
             self.listeners.append(listener)
