@@ -20,8 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from omni_rtc.config import Settings
 from omni_rtc.emulator import Emulator, EmulatorConfig
+from omni_rtc.sip.server import SipServer
 from omni_rtc.workers.metrics_merge import merge
 from omni_rtc.workers.pool import NoWorker, Worker, WorkerPool
+from omni_rtc.workers.sip_split import FrontSipHandler
 
 from .app import RETRY_AFTER_S, edge_application, json_error
 from .auth import admit_call, require_auth
@@ -229,6 +231,12 @@ async def serve_front(settings: Settings, *, ready: asyncio.Event | None = None)
         if emulator is not None:
             await emulator.stop()
         raise
+    sip = None
+    sip_config = settings.sip_config()
+    if sip_config is not None:  # signaling here, each call's media in a worker
+        handler = FrontSipHandler(pool)
+        sip = SipServer(sip_config, handler, media_factory=handler.media)
+        await sip.start()
     print(banner(settings, url, upstream), flush=True)
     signals = Signals()
     signals.install()
@@ -239,6 +247,8 @@ async def serve_front(settings: Settings, *, ready: asyncio.Event | None = None)
         log.info("draining: %d calls in %d workers", pool.calls, pool.count)
         await pool.stop(drain_seconds=settings.drain_seconds, hurry=signals.hurry)
     finally:
+        if sip is not None:
+            await sip.stop()
         await pool.close()
         await runner.cleanup()
         if emulator is not None:

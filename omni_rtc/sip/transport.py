@@ -65,12 +65,9 @@ def local_address_for(bind_host: str, remote: str) -> str:
 
 
 class UdpListener(asyncio.DatagramProtocol):
-    def __init__(
-        self, address: ListenAddress, deliver: Deliver, *, reuse_port: bool = False
-    ) -> None:
+    def __init__(self, address: ListenAddress, deliver: Deliver) -> None:
         self.address = address
         self.deliver = deliver
-        self.reuse_port = reuse_port
         self.transport: asyncio.DatagramTransport | None = None
         self.port = address.port
         self._closed: asyncio.Future[None] | None = None
@@ -80,7 +77,6 @@ class UdpListener(asyncio.DatagramProtocol):
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: self,
             local_addr=(self.address.host, self.address.port),
-            reuse_port=self.reuse_port or None,
         )
         self.port = self.transport.get_extra_info("sockname")[1]
         self._closed = loop.create_future()
@@ -112,12 +108,9 @@ class UdpListener(asyncio.DatagramProtocol):
 class TcpListener:
     _ids = itertools.count(1)
 
-    def __init__(
-        self, address: ListenAddress, deliver: Deliver, *, reuse_port: bool = False
-    ) -> None:
+    def __init__(self, address: ListenAddress, deliver: Deliver) -> None:
         self.address = address
         self.deliver = deliver
-        self.reuse_port = reuse_port
         self.port = address.port
         self._server: asyncio.Server | None = None
         self._writers: dict[int, asyncio.StreamWriter] = {}
@@ -125,7 +118,7 @@ class TcpListener:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accepted, self.address.host, self.address.port, reuse_port=self.reuse_port or None
+            self._accepted, self.address.host, self.address.port
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import secrets
 import signal
 import tempfile
 import time
@@ -78,7 +77,6 @@ class WorkerPool:
         self.restarts_total = 0
         self._dir = tempfile.mkdtemp(prefix="omni-rtc-workers-")
         os.chmod(self._dir, 0o700)
-        self._nonce_secret = secrets.token_bytes(32)
         self._context = multiprocessing.get_context("spawn")
         self.workers = [
             Worker(i, str(Path(self._dir) / f"worker-{i}.sock")) for i in range(self.count)
@@ -112,7 +110,6 @@ class WorkerPool:
             count=self.count,
             socket_path=worker.socket_path,
             upstream_url=self.upstream_url,
-            nonce_secret=self._nonce_secret,
             log_secrets=self.log_secrets,
         )
         Path(worker.socket_path).unlink(missing_ok=True)

@@ -1,10 +1,10 @@
 """One worker process: a Bridge whose calls' media flows straight to and from callers.
 
-The front process owns the public HTTP port and hands each call to a worker over the
-worker's Unix socket (the same HTTP API, minus the page); SIP listeners are shared by
-all workers (SO_REUSEPORT: the kernel keeps each caller on one of them), each with its
-own slice of the RTP port range. Call ids start with the worker's index, so the front
-routes every later request about a call to the worker that holds it.
+The front process owns the public HTTP port and the SIP listeners, and hands each call
+to a worker over the worker's Unix socket (the same HTTP API, minus the page, plus the
+SIP media calls of :mod:`.sip_split`); each worker has its own slice of the RTP ports.
+Call ids start with the worker's index, so the front routes every later request about a
+call to the worker that holds it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ class WorkerSpec:
     count: int
     socket_path: str
     upstream_url: str | None
-    nonce_secret: bytes
     log_secrets: tuple[str, ...] = ()
 
 
@@ -87,20 +86,21 @@ async def serve_worker(spec: WorkerSpec) -> None:
     from signaling.main import Signals, run_calls_until_signalled
     from signaling.server import make_runner
 
-    from ..transports.sip import start_sip
+    from ..sip.ports import PortPool
+    from ..transports.sip import SipGateway
+    from .sip_split import WorkerSipCalls
 
     settings = worker_settings(spec)
     bridge = Bridge(settings, call_id_prefix=call_id_prefix(spec.index))
     await bridge.start()
-    sip = None
+    app = build_app(bridge, page=False)
     sip_config = settings.sip_config()
-    if sip_config is not None:
-        sip_config = dataclasses.replace(
-            sip_config, reuse_port=True, nonce_secret=spec.nonce_secret
-        )
-        sip = await start_sip(bridge, sip_config)
+    if sip_config is not None:  # the front runs SIP signaling; calls' media lives here
+        gateway = SipGateway(bridge)
+        ports = PortPool(*sip_config.rtp_ports)
+        WorkerSipCalls(gateway, ports, sip_config.idle_audio).routes(app)
     runner = make_runner(
-        build_app(bridge, page=False),
+        app,
         http_timeout=settings.http_timeout,
         handle_signals=False,
         access_log=None,  # the front logs the public requests; these are internal
@@ -116,7 +116,7 @@ async def serve_worker(spec: WorkerSpec) -> None:
     log.info("worker %d ready (pid %d, RTP %s)", spec.index, os.getpid(), settings.rtp_ports)
     orphan = asyncio.create_task(_end_with_the_front(signals), name="omni-rtc-front-watch")
     try:
-        await run_calls_until_signalled(bridge, runner, sip, signals)
+        await run_calls_until_signalled(bridge, runner, None, signals)
     finally:
         orphan.cancel()
 

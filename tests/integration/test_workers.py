@@ -173,3 +173,49 @@ async def test_drain_reaches_every_worker_and_health_says_so() -> None:
     assert draining["status"] == "draining"
     assert [e["reason"] for e in ended] == ["server_shutdown"] * 2
     assert code == 0
+
+
+async def test_sip_calls_spread_over_workers_with_one_sip_address(tmp_path, speech_wav) -> None:
+    """The front answers SIP; each call's RTP and conversation live in a worker."""
+    from tests.baresip import call_with_baresip
+    from tests.integration.test_sip_bridge import say_once
+    from tests.sip_support import CLIENT_IP, SERVER_IP, SIP_PORT, ensure_veth, remove_veth
+
+    created = ensure_veth()
+    try:
+        sip = ("--sip-listen", f"udp:{SERVER_IP}:{SIP_PORT}", "--sip-allow", f"{CLIENT_IP}/32")
+        async with front(*sip, "--rtp-ports", "41000-41199") as url:
+            microphone = say_once(speech_wav, 8000, 1, tmp_path)
+            (tmp_path / "a").mkdir()
+            (tmp_path / "b").mkdir()
+            calls = asyncio.gather(
+                call_with_baresip(tmp_path / "a", microphone, "PCMU", seconds=9),
+                call_with_baresip(
+                    tmp_path / "b",
+                    microphone,
+                    "PCMA",
+                    seconds=9,
+                    aor=f"sip:other@{CLIENT_IP}:5080",
+                    listen_port=5080,
+                ),
+            )
+            seen: list[list[int]] = []
+            while not calls.done():
+                seen.append([w["calls"] for w in (await health(url))["workers"]])
+                await asyncio.sleep(0.5)
+            first, second = await calls
+            await asyncio.sleep(1.0)
+            after = await health(url)
+            async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as r:
+                text = await r.text()
+    finally:
+        if created:
+            remove_veth()
+    for run in (first, second):
+        assert "Call established" in run.log, run.log[-1500:]
+        assert run.heard is not None
+        heard, rate = run.heard
+        assert (abs(heard.astype(float)) > 1000).sum() / rate > 1.0  # the reply was heard
+    assert [1, 1] in seen  # one call on each worker at the same time
+    assert after["calls"] == 0
+    assert metric(text, 'omni_rtc_calls_total{transport="sip"}') == 2
