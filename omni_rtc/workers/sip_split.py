@@ -75,6 +75,8 @@ class RemoteMedia(RtpEndpoint):
             raise OSError(str(exc)) from None
         try:
             reply = await self._call(worker, "open", {"caller": self.caller, "host": self.host})
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # the SIP layer says 503
+            raise OSError(f"worker {worker.index} could not open the media: {exc}") from None
         finally:
             worker.pending = max(0, worker.pending - 1)
         self.worker = worker
