@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .media.jpeg import JpegLimits
 from .realtime.profiles import PROFILES, ProviderProfile, get_profile
@@ -32,6 +33,8 @@ class Option:
     choices: Sequence[str] | None = None
     repeatable: bool = False
     secret: bool = False
+    boolean: bool = False
+    """A switch: the flag takes no value; the env var takes 1/0, true/false, yes/no."""
 
     @property
     def dest(self) -> str:
@@ -43,6 +46,25 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise ValueError(f"must be a positive integer, got {text}")
     return value
+
+
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false or yes/no, got {text!r}")
+
+
+def _public_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"--public-url must look like https://HOST[:PORT][/PREFIX], got {text!r}")
+    return text.strip().rstrip("/")
+
+
+_public_url.__name__ = "public URL"  # argparse: "invalid public URL value"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -157,6 +179,31 @@ OPTIONS: tuple[Option, ...] = (
     Option("--cert-file", "OMNI_RTC_CERT_FILE", "TLS certificate (PEM) to serve HTTPS"),
     Option("--key-file", "OMNI_RTC_KEY_FILE", "TLS private key (PEM) for --cert-file"),
     Option(
+        "--public-url",
+        "OMNI_RTC_PUBLIC_URL",
+        "this server's public URL as phone providers reach it, https://HOST[:PORT][/PREFIX]: "
+        "the TwiML stream URL (wss://) and signature checks use it (default: each request's "
+        "Host header)",
+        type=_public_url,
+    ),
+    Option(
+        "--twilio-auth-token",
+        "OMNI_RTC_TWILIO_AUTH_TOKEN",
+        "Twilio auth token (or SignalWire signing key): /twilio/voice and /twilio/stream then "
+        "require a valid X-Twilio-Signature, else 403",
+        secret=True,
+    ),
+    Option(
+        "--allow-unsigned-media-streams",
+        "OMNI_RTC_ALLOW_UNSIGNED_MEDIA_STREAMS",
+        "serve /twilio/voice and the media-stream WebSockets without a verified signature to "
+        "anyone who reaches them (default: only requests made directly on loopback, unless "
+        "--twilio-auth-token is set)",
+        False,
+        _switch,
+        boolean=True,
+    ),
+    Option(
         "--chunk-ms", "OMNI_RTC_CHUNK_MS", "caller audio chunk sent upstream, 10..100 ms", 20, int
     ),
     Option(
@@ -260,6 +307,8 @@ def options_markdown() -> str:
     for option in OPTIONS:
         if option.repeatable:
             default = "none"
+        elif option.boolean:
+            default = "`on`" if option.default else "`off`"
         elif option.default is None or option.secret:
             default = ""
         else:
@@ -296,6 +345,15 @@ def add_serve_arguments(
         default = _env_default(option, environ)
         shown = "" if option.secret or default in (None, []) else f" (default: {default})"
         env = f" [env {option.env}]" if option.env else ""
+        if option.boolean:
+            parser.add_argument(
+                option.flag,
+                dest=option.dest,
+                action="store_true",
+                default=default,
+                help=(option.help + env).replace("%", "%%"),
+            )
+            continue
         parser.add_argument(
             option.flag,
             dest=option.dest,
@@ -384,6 +442,9 @@ class Settings:
     ice_host_addresses: tuple[str, ...] = ()
     cert_file: Path | None = None
     key_file: Path | None = None
+    public_url: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    allow_unsigned_media_streams: bool = False
     chunk_ms: int = 20
     idle_audio: str = "silence"
     jpeg_limits: JpegLimits = field(default_factory=JpegLimits)
@@ -421,6 +482,8 @@ class Settings:
             )
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("--cert-file and --key-file go together")
+        if self.public_url is not None:
+            _public_url(self.public_url)
         for path in (self.cert_file, self.key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file not found: {path}")

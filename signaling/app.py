@@ -19,6 +19,7 @@ from omni_rtc.ice import resolve_ice_servers
 from omni_rtc.metrics import Metrics
 from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
 
+from .twilio import add_twilio_routes
 from .validation import MODES, BadRequest, parse_offer
 from .whip import add_whip_routes
 
@@ -202,6 +203,7 @@ def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_whip_routes(app, bridge, retry_after_s=RETRY_AFTER_S)
+    add_twilio_routes(app, bridge, retry_after_s=RETRY_AFTER_S)
     return app
 
 
