@@ -89,6 +89,7 @@ class MediaStreamPeer:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._sends: set[asyncio.Future[None]] = set()
         self.done = asyncio.Event()
 
     # ---------------------------------------------------------------- connecting
@@ -149,10 +150,25 @@ class MediaStreamPeer:
     def _envelope(self, event: str, body: dict[str, Any]) -> dict[str, Any]:
         self._sequence += 1
         if self.dialect == "telnyx":
-            return {"event": event, "sequence_number": str(self._sequence), **body, "stream_id": self.stream_sid}
+            return {
+                "event": event,
+                "sequence_number": str(self._sequence),
+                **body,
+                "stream_id": self.stream_sid,
+            }
         if self.dialect == "plivo":
-            return {"event": event, "sequenceNumber": self._sequence, "streamId": self.stream_sid, **body}
-        return {"event": event, "sequenceNumber": str(self._sequence), **body, "streamSid": self.stream_sid}
+            return {
+                "event": event,
+                "sequenceNumber": self._sequence,
+                "streamId": self.stream_sid,
+                **body,
+            }
+        return {
+            "event": event,
+            "sequenceNumber": str(self._sequence),
+            **body,
+            "streamSid": self.stream_sid,
+        }
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_text(json.dumps(message))
@@ -162,7 +178,9 @@ class MediaStreamPeer:
         await self._ws.send_str(text)
 
     async def send_dtmf(self, digit: str) -> None:
-        await self.send(self._envelope("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}}))
+        await self.send(
+            self._envelope("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})
+        )
 
     async def stop(self) -> None:
         stop = {"accountSid": "AC00000000000000000000000000000001", "callSid": self.call_sid}
@@ -227,7 +245,13 @@ class MediaStreamPeer:
             message = {"event": "playedStream", "streamId": self.stream_sid, "name": name}
         else:
             message = self._envelope("mark", {"mark": {"name": name}})
-        asyncio.ensure_future(self.send(message))
+        self._later(message)
+
+    def _later(self, message: dict[str, Any]) -> None:
+        """Send from a synchronous callback (in order: tasks start in creation order)."""
+        task = asyncio.ensure_future(self.send(message))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     async def _receive(self) -> None:
         assert self._ws is not None
@@ -259,7 +283,7 @@ class MediaStreamPeer:
             self._buffer.clear()
             if self.dialect == "plivo":
                 self._pending_marks.clear()
-                asyncio.ensure_future(self.send({"event": "clearedAudio", "streamId": self.stream_sid}))
+                self._later({"event": "clearedAudio", "streamId": self.stream_sid})
             else:
                 self._echo_played_marks()
 

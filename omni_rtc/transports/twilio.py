@@ -210,7 +210,9 @@ class MediaStreamCall:
         assert self._sink is not None
         if isinstance(event, Media):
             if event.stream_id not in (None, self._start.stream_id):
-                raise StreamEnded("protocol_error", "media frame for another stream")
+                raise StreamEnded(
+                    "protocol_error", f"frame {self.frames_in}: media for another stream"
+                )
             if event.payload:
                 codec = self._start.codec
                 self.conversation.push_audio(codec.decode(event.payload), codec.sample_rate)
@@ -220,7 +222,7 @@ class MediaStreamCall:
         elif isinstance(event, Key):
             self.conversation.dtmf(event.digit, event.duration_ms)
         elif isinstance(event, Start):
-            raise StreamEnded("protocol_error", "a second 'start' frame")
+            raise StreamEnded("protocol_error", f"frame {self.frames_in}: a second 'start'")
         elif isinstance(event, Skipped):
             self._skip(event)
 

@@ -86,8 +86,7 @@ async def test_speech_reaches_the_model_and_the_reply_is_heard(speech_wav) -> No
             call.conversation.add_listener(on_event)
             # one whole reply heard: speaking, then listening again
             await wait_for(
-                lambda: ("speaking" in [s for _, s in states])
-                and states[-1][1] == "listening",
+                lambda: ("speaking" in [s for _, s in states]) and states[-1][1] == "listening",
                 timeout=30,
             )
             end_mark_frame = max(f for f, n in peer.marks_echoed)
