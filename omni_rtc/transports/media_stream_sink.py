@@ -209,7 +209,7 @@ class MediaStreamSink:
 
     def _played_total(self, now: float) -> int:
         buffered = max(0.0, self._far_end_until - now) * self.sample_rate
-        return max(self._confirmed, self._sent - int(buffered))
+        return max(self._confirmed, self._sent - round(buffered))
 
     def _watch_overdue(self, name: str) -> None:
         with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule
