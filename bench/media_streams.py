@@ -85,7 +85,7 @@ class FarEnd:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -110,7 +110,8 @@ async def wait_http(url: str, timeout: float = 15.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def run(calls: int, seconds: float) -> None:
+def start_servers(calls: int) -> tuple[int, list[subprocess.Popen[bytes]]]:
+    """The emulator (live echo) and the bridge, each in its own process."""
     emu_port, port = free_port(), free_port()
     env = {**os.environ, "DASHSCOPE_API_KEY": "", "OMNI_RTC_LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "omni_rtc"]
@@ -118,33 +119,24 @@ async def run(calls: int, seconds: float) -> None:
         [*cli, "emulator", "--port", str(emu_port), "--reply", "live", "--log-level", "WARNING"],
         env=env,
     )
+    upstream = f"ws://127.0.0.1:{emu_port}/api-ws/v1/realtime"
     server = subprocess.Popen(
-        [
-            *cli,
-            "serve",
-            "--port",
-            str(port),
-            "--max-calls",
-            str(calls),
-            "--upstream-url",
-            f"ws://127.0.0.1:{emu_port}/api-ws/v1/realtime",
-        ],
+        [*cli, "serve", "--port", str(port), "--max-calls", str(calls), "--upstream-url", upstream],
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz")
-        ends = [FarEnd(f"ws://127.0.0.1:{port}/twilio/stream", i) for i in range(calls)]
-        tasks = [asyncio.create_task(e.run(seconds)) for e in ends]
-        await asyncio.sleep(min(3.0, seconds / 4))  # calls set up, resamplers warm
-        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-        await asyncio.sleep(seconds - min(3.0, seconds / 4) - 1.0)
-        cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
-        await asyncio.gather(*tasks)
-    finally:
-        for process in (server, emulator):
-            process.terminate()
-            process.wait(10)
+    return port, [server, emulator]
+
+
+async def run(calls: int, seconds: float, port: int, server: subprocess.Popen[bytes]) -> None:
+    await wait_http(f"http://127.0.0.1:{port}/healthz")
+    ends = [FarEnd(f"ws://127.0.0.1:{port}/twilio/stream", i) for i in range(calls)]
+    tasks = [asyncio.create_task(e.run(seconds)) for e in ends]
+    await asyncio.sleep(min(3.0, seconds / 4))  # calls set up, resamplers warm
+    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    await asyncio.sleep(seconds - min(3.0, seconds / 4) - 1.0)
+    cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+    await asyncio.gather(*tasks)
     trips = sorted(t for e in ends for t in e.round_trips[1:])
     sent = sum(len(e.clicks_sent) for e in ends)
     print(f"{calls} Twilio media streams for {seconds:.0f} s against the live-echo emulator")
@@ -162,7 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
-    asyncio.run(run(args.calls, args.seconds))
+    port, processes = start_servers(args.calls)
+    try:
+        asyncio.run(run(args.calls, args.seconds, port, processes[0]))
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
 
 
 if __name__ == "__main__":
