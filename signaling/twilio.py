@@ -62,14 +62,13 @@ def twilio_signature(token: str, url: str, params: Iterable[tuple[str, str]] = (
 def url_variants(url: str) -> list[str]:
     """The URL under each scheme Twilio may have signed, with and without its port."""
     parts = urlsplit(url)
+    host, _, port = parts.netloc.rpartition(":")
+    if not host or not port.isdigit() or (host.count(":") and not host.endswith("]")):
+        host, port = parts.netloc, ""  # no port (or a bare IPv6 address)
     out: list[str] = []
     for scheme in ("https", "http", "wss", "ws"):
-        default = 443 if scheme in ("https", "wss") else 80
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        for port in {parts.port, None, default}:
-            netloc = host if port is None else f"{host}:{port}"
+        default = "443" if scheme in ("https", "wss") else "80"
+        for netloc in (f"{host}:{port}" if port else host, host, f"{host}:{default}"):
             candidate = urlunsplit((scheme, netloc, parts.path, parts.query, ""))
             if candidate not in out:
                 out.append(candidate)

@@ -165,7 +165,7 @@ class MediaStreamCall:
             if isinstance(event, Skipped):
                 self._skip(event)
                 continue
-            name = type(event).__name__.lower()
+            name = "dtmf" if isinstance(event, Key) else type(event).__name__.lower()
             raise StreamEnded("protocol_error", f"'{name}' frame before 'start'")
 
     def _options(self, start: Start) -> CallOptions:
