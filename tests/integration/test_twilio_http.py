@@ -133,11 +133,19 @@ async def test_signatures_are_checked_with_the_auth_token() -> None:
             "X-Twilio-Signature": RequestValidator("x" * 32).compute_signature(url, FORM)
         }
         wrong_token = await post_voice(bridge.url, query, other_token)
-    assert [unsigned[0], wrong[0], tampered[0], wrong_token[0]] == [403, 403, 403, 403]
+        odd_host = await post_voice(bridge.url, query, {"Host": "h:abc", **signed(url, FORM)})
+        async with (  # a webhook configured for GET: parameters in the URL, none in a body
+            aiohttp.ClientSession() as session,
+            session.get(url + "&CallSid=CA1", headers=signed(url + "&CallSid=CA1")) as r,
+        ):
+            by_get = r.status, await r.text()
+    assert [unsigned[0], wrong[0], tampered[0], wrong_token[0], odd_host[0]] == [403] * 5
     assert "X-Twilio-Signature" in unsigned[2]
     assert good[0] == 200
     assert stream_of(good[2])[1] == {"voice": "Ethan"}
     assert behind_tls[0] == 200
+    assert by_get[0] == 200
+    assert stream_of(by_get[1])[1] == {"voice": "Ethan"}
 
 
 async def test_the_stream_upgrade_is_signed_too() -> None:
