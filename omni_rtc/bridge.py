@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, OperationError
 
 from .calls import CallManager, CallOptions, CapacityError, OfferError
 from .config import Settings
@@ -27,6 +28,7 @@ from .dtls import allow_rsa_peers
 from .emulator import Emulator, EmulatorConfig
 from .ice import restrict_host_addresses, rtc_configuration
 from .media.reply_track import ReplyTrack
+from .media.resample import use_in_aiortc
 from .metrics import Metrics
 from .realtime.client import RealtimeClient
 from .realtime.errors import AuthenticationFailed, RealtimeError
@@ -60,6 +62,7 @@ class Bridge:
             raise TypeError("give either Settings or keyword options, not both")
         self.settings = settings or Settings(**options)
         sctp_guard.install()
+        use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
         self.calls = CallManager(self.settings.max_calls, self.metrics)
@@ -161,19 +164,15 @@ class Bridge:
         await self.start()
         settings = self.settings
         profile = settings.profile
-        try:
-            client = await RealtimeClient.connect(
-                url=profile.url(settings.model_name, self.upstream_url),
-                api_key=settings.api_key,
-                profile=profile,
-                session=session,
-                open_timeout=settings.connect_timeout,
-                session_timeout=settings.connect_timeout,
-                keepalive=settings.upstream_ping_seconds,
-            )
-        except AuthenticationFailed:
-            log.error("the realtime service rejected the API key")
-            raise
+        client = await RealtimeClient.connect(
+            url=profile.url(settings.model_name, self.upstream_url),
+            api_key=settings.api_key,
+            profile=profile,
+            session=session,
+            open_timeout=settings.connect_timeout,
+            session_timeout=settings.connect_timeout,
+            keepalive=settings.upstream_ping_seconds,
+        )
         self.metrics.upstream_connect.observe(client.connect_seconds)
         return client
 
@@ -207,17 +206,14 @@ class Bridge:
         )
 
     async def start_conversation(self, conversation: Conversation) -> None:
-        """Open its session within the call limit and register it; counts failures."""
-        transport = conversation.transport
+        """Open its session (call it inside ``calls.reserve``); failures end it, counted."""
         try:
             await conversation.start()
-        except AuthenticationFailed:
-            self.metrics.calls_failed.labels(transport, "upstream_auth").inc()
-            await conversation.close("upstream_auth")
+        except AuthenticationFailed as exc:
+            await conversation.close("upstream_auth", str(exc))  # counted, logged once
             raise
-        except RealtimeError:
-            self.metrics.calls_failed.labels(transport, "upstream_unavailable").inc()
-            await conversation.close("upstream_unavailable")
+        except RealtimeError as exc:
+            await conversation.close("upstream_unavailable", str(exc))
             raise
 
     # ---------------------------------------------------------------- bring your own pipe
@@ -256,11 +252,13 @@ class Bridge:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
-                await call.close("bad_offer")  # ends whatever the offer's tracks started
-                self.metrics.calls_failed.labels(transport, "bad_offer").inc()
-                raise OfferError(
-                    f"cannot answer this offer: {exc or exc.__class__.__name__}"
-                ) from None
+                # aiortc's own refusals say what is wrong; anything else is its internals
+                said = isinstance(exc, (ValueError, InvalidAccessError, OperationError))
+                why = "cannot answer this offer: " + (
+                    str(exc) if said and str(exc) else "aiortc could not use it"
+                )
+                await call.close("bad_offer", why)  # ends what its tracks started; counted
+                raise OfferError(why) from None
             await self._start_webrtc(call)
         return call, pc.localDescription.sdp
 

@@ -89,9 +89,13 @@ class CallManager:
         """Hold a slot while a call is being set up; :class:`CapacityError` when full."""
         if not self.has_room:
             self.metrics.calls_failed.labels(transport, "capacity").inc()
-            if not self.accepting:
-                raise CapacityError("this server is shutting down")
-            raise CapacityError(f"this server is at its limit of {self.max_calls} calls")
+            why = (
+                "this server is shutting down"
+                if not self.accepting
+                else f"this server is at its limit of {self.max_calls} calls"
+            )
+            log.warning("%s call refused: %s", transport, why)
+            raise CapacityError(why)
         self._connecting += 1
         try:
             yield

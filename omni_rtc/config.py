@@ -13,12 +13,15 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .media.jpeg import JpegLimits
 from .realtime.profiles import PROFILES, ProviderProfile, get_profile
 from .realtime.session import SessionConfig
+
+if TYPE_CHECKING:
+    from .sip.server import SipConfig
 
 TURN_DETECTION_MODES = ("server_vad", "manual")
 
@@ -277,6 +280,35 @@ OPTIONS: tuple[Option, ...] = (
         _positive_int,
     ),
     Option(
+        "--sip-listen",
+        "OMNI_RTC_SIP_LISTEN",
+        "answer SIP calls here, repeatable: udp:HOST:PORT or tcp:HOST:PORT (env: "
+        "comma-separated; default: no SIP)",
+        repeatable=True,
+    ),
+    Option(
+        "--sip-allow",
+        "OMNI_RTC_SIP_ALLOW",
+        "SIP sources (CIDR) that may call without credentials, repeatable",
+        repeatable=True,
+    ),
+    Option("--sip-user", "OMNI_RTC_SIP_USER", "digest user required from every other SIP source"),
+    Option(
+        "--sip-password", "OMNI_RTC_SIP_PASSWORD", "digest password for --sip-user", secret=True
+    ),
+    Option("--rtp-ports", "OMNI_RTC_RTP_PORTS", "UDP ports for SIP media, LOW-HIGH", "40000-40999"),
+    Option(
+        "--sip-public-address",
+        "OMNI_RTC_SIP_PUBLIC_ADDRESS",
+        "address written in SIP Contact and SDP (behind NAT)",
+    ),
+    Option(
+        "--sip-register",
+        "OMNI_RTC_SIP_REGISTER",
+        "register at a PBX or trunk as sip:USER:PASSWORD@REGISTRAR[:PORT] and keep it alive",
+        secret=True,
+    ),
+    Option(
         "--emulator-reply",
         "OMNI_RTC_EMULATOR_REPLY",
         "built-in emulator's reply: echo (your words back) or tone",
@@ -338,10 +370,14 @@ def _env_default(option: Option, environ: Mapping[str, str]) -> Any:
 
 
 def add_serve_arguments(
-    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+    parser: argparse.ArgumentParser,
+    environ: Mapping[str, str] | None = None,
+    only: Sequence[str] | None = None,
 ) -> None:
     environ = os.environ if environ is None else environ
     for option in OPTIONS:
+        if only is not None and option.flag not in only:
+            continue
         default = _env_default(option, environ)
         shown = "" if option.secret or default in (None, []) else f" (default: {default})"
         env = f" [env {option.env}]" if option.env else ""
@@ -458,6 +494,13 @@ class Settings:
     """Keepalive ping interval (and pong timeout) on the model session: a silent network
     partition is noticed within about twice this."""
     max_body_bytes: int = 128 * 1024
+    sip_listen: tuple[str, ...] = ()
+    sip_allow: tuple[str, ...] = ()
+    sip_user: str | None = None
+    sip_password: str | None = field(default=None, repr=False)
+    rtp_ports: str = "40000-40999"
+    sip_public_address: str | None = None
+    sip_register: str | None = field(default=None, repr=False)
     emulator_reply: str = "echo"
     log_level: str = "INFO"
 
@@ -508,9 +551,40 @@ class Settings:
                 )
         if self.connect_timeout <= 0 or self.peer_timeout <= 0 or self.reconnect_seconds <= 0:
             raise ValueError("timeouts must be positive")
+        self.sip_config()  # refuses an open SIP port, bad addresses, a bad port range
         for name in ("max_call_seconds", "idle_seconds", "drain_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
+
+    def sip_config(self) -> SipConfig | None:
+        """The SIP endpoint's settings, or None without ``--sip-listen`` (ValueError if bad)."""
+        if not self.sip_listen:
+            return None
+        from .sip.auth import OPEN_PORT_WARNING
+        from .sip.ports import parse_port_range
+        from .sip.register import RegisterTarget
+        from .sip.server import SipConfig
+        from .sip.transport import ListenAddress
+
+        if not self.sip_allow and not (self.sip_user and self.sip_password):
+            raise ValueError(OPEN_PORT_WARNING)
+        for cidr in self.sip_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"--sip-allow wants a CIDR like 192.0.2.0/24, not {cidr!r}"
+                ) from None
+        return SipConfig(
+            listen=[ListenAddress.parse(text) for text in self.sip_listen],
+            allow=list(self.sip_allow),
+            user=self.sip_user,
+            password=self.sip_password,
+            rtp_ports=parse_port_range(self.rtp_ports),
+            public_address=self.sip_public_address,
+            register=RegisterTarget.parse(self.sip_register) if self.sip_register else None,
+            idle_audio=self.idle_audio,
+        )
 
     @property
     def own_ice_servers(self) -> tuple[IceServer, ...]:
@@ -582,6 +656,8 @@ class Settings:
         ice_servers = tuple(parse_ice_server(s) for s in values.pop("ice_server") or [])
         bridge_ice = tuple(parse_ice_server(s) for s in values.pop("bridge_ice_server") or [])
         host_addresses = tuple(values.pop("ice_host_address") or [])
+        sip_listen = tuple(values.pop("sip_listen") or [])
+        sip_allow = tuple(values.pop("sip_allow") or [])
         cert, key = values.pop("cert_file"), values.pop("key_file")
         return cls(
             **values,
@@ -590,6 +666,8 @@ class Settings:
             ice_servers=ice_servers,
             bridge_ice_servers=bridge_ice,
             ice_host_addresses=host_addresses,
+            sip_listen=sip_listen,
+            sip_allow=sip_allow,
             cert_file=Path(cert) if cert else None,
             key_file=Path(key) if key else None,
         )

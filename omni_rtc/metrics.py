@@ -5,7 +5,17 @@ Call counters carry a ``transport`` label (webrtc, whip, sip, twilio, telnyx, pl
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import asyncio
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 TRANSPORTS = ("webrtc", "whip", "sip", "twilio", "telnyx", "plivo", "pipe")
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -87,6 +97,12 @@ class Metrics:
             "omni_rtc_upstream_errors", "Error events from the realtime service", registry=r
         )
 
+        # leaks show here first: RSS and fds (process_*), native threads, asyncio tasks
+        ProcessCollector(registry=r)
+        Gauge(
+            "omni_rtc_threads", "OS threads of this process (codec threads included)", registry=r
+        ).set_function(_thread_count)
+        Gauge("omni_rtc_asyncio_tasks", "Live asyncio tasks", registry=r).set_function(_task_count)
         for transport in TRANSPORTS:  # every series exists from the start, at 0
             self.calls_active.labels(transport)
             self.calls_total.labels(transport)
@@ -94,3 +110,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _thread_count() -> float:
+    try:
+        return float(len(os.listdir("/proc/self/task")))
+    except OSError:  # not Linux
+        import threading
+
+        return float(threading.active_count())
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the event loop
+        return 0.0

@@ -15,6 +15,7 @@ from omni_rtc.bridge import Bridge
 from omni_rtc.config import Settings
 from omni_rtc.ice import restrict_host_addresses
 from omni_rtc.log import setup_logging
+from omni_rtc.transports.sip import start_sip
 
 from .app import build_app
 
@@ -59,6 +60,10 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
         )
     else:
         lines.append(f"  upstream: {upstream}")
+    for listen in settings.sip_listen:
+        allowed = ", ".join(settings.sip_allow) or "nobody without credentials"
+        auth = " + digest auth" if settings.sip_user else ""
+        lines.append(f"  SIP: {listen} (allowed: {allowed}{auth}), RTP {settings.rtp_ports}")
     if settings.ice_servers:
         lines.append("  ICE servers: " + ", ".join(s.urls for s in settings.ice_servers))
     else:
@@ -77,6 +82,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     await bridge.start()
     upstream = bridge.upstream_url
     app = build_app(bridge)
+    sip_config = settings.sip_config()
+    sip = await start_sip(bridge, sip_config) if sip_config is not None else None
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_ssl_context(settings))
@@ -115,6 +122,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         log.info("shutting down: ending %d calls", bridge.calls.active)
         await runner.cleanup()
         await bridge.close()
+        if sip is not None:
+            await sip.stop()
 
 
 def run(settings: Settings) -> int:

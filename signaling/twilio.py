@@ -258,8 +258,7 @@ class Telephony:
             with bridge.calls.reserve(dialect.name):
                 await ws.prepare(request)
                 started = await call.start()
-        except CapacityError as exc:
-            log.warning("%s media stream from %s refused: %s", dialect.name, request.remote, exc)
+        except CapacityError as exc:  # logged and counted by the registry
             return _text(503, str(exc), {"Retry-After": str(self.retry_after_s)})
         if started:
             await call.run()

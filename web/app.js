@@ -30,6 +30,26 @@
   let remoteTimer = null;
   let currentAssistant = null;
   let mode = "server_vad";
+  let speaking = false;
+  let everConnected = false;
+  let heartbeatTimer = null;
+  let lastHeard = 0;
+  let ended = false;
+
+  // Why a call ended, in words a caller understands (the server's "ended" reasons).
+  const ENDED = {
+    hangup: "",
+    server_shutdown: "The server shut down, so the call ended.",
+    max_duration: "The call reached its time limit.",
+    idle: "The call ended because nobody spoke for a while.",
+    upstream_closed: "The model service was lost and could not be reached again.",
+    upstream_auth: "The model service rejected the server's API key.",
+    upstream_unavailable: "The model service is unavailable right now.",
+    peer_failed: "The media connection was lost.",
+    peer_timeout: "The media connection could not be set up: the network between you and the server blocks WebRTC. A TURN server (see README) fixes this.",
+    internal_error: "The server hit an internal error and ended the call.",
+  };
+  const SERVER_SILENT_MS = 1200;  // no pong and no reply packet this long: the server is gone
 
   // ------------------------------------------------------------------ UI helpers
 
@@ -75,10 +95,27 @@
   }
 
   function markInterrupted() {
-    if (currentAssistant && !currentAssistant.dataset.final) {
+    // The transcript may be complete while its audio still plays: mark what was cut.
+    if (currentAssistant && (speaking || !currentAssistant.dataset.final)) {
       currentAssistant.classList.add("interrupted");
       currentAssistant.dataset.final = "1";
     }
+  }
+
+  function addDivider() {
+    if (!ui.turns.children.length) return;
+    const li = document.createElement("li");
+    li.className = "divider";
+    li.textContent = `new call · ${new Date().toLocaleTimeString()}`;
+    ui.turns.appendChild(li);
+    currentAssistant = null;
+  }
+
+  function describeFetchError(err) {
+    // fetch() rejects with a TypeError ("Failed to fetch") when nothing answers
+    if (err instanceof TypeError) return "Cannot reach the omni-rtc server: is it running, and is the network up?";
+    if (err && err.name === "TimeoutError") return "The omni-rtc server did not answer in time: try again.";
+    return err.message || String(err);
   }
 
   function setCallUi(active) {
@@ -182,6 +219,10 @@
 
   async function startCall() {
     clearError();
+    showNotice("");
+    addDivider();
+    ended = false;
+    everConnected = false;
     mode = document.querySelector("input[name=mode]:checked").value;
     setCallUi(true);
     setChip(ui.connection, "connecting", "asking for microphone…");
@@ -196,6 +237,7 @@
       debug.pc = pc;
       channel = pc.createDataChannel("events");
       channel.onmessage = (e) => onServerMessage(e.data);
+      channel.onopen = startHeartbeat;
       for (const track of localStream.getTracks()) {
         const sender = pc.addTrack(track, localStream);
         if (track.kind === "video") limitVideo(sender);
@@ -210,8 +252,9 @@
       pc.onconnectionstatechange = () => {
         const s = pc ? pc.connectionState : "closed";
         setChip(ui.connection, s, s === "connected" ? "connected" : s);
-        if (s === "failed") {
-          showError("The media connection failed: the network between you and the server blocks WebRTC. A TURN server (see README) fixes this.");
+        if (s === "connected") everConnected = true;
+        if (s === "failed" && !ended) {
+          showError(everConnected ? ENDED.peer_failed : ENDED.peer_timeout);
           endCall(false);
         }
       };
@@ -220,6 +263,7 @@
       await pc.setLocalDescription(await pc.createOffer());
       await waitForIceGathering(pc, 3000);
       const response = await fetch("offer", {
+        signal: AbortSignal.timeout(20000),
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({
@@ -232,9 +276,37 @@
       debug.callId = body.call_id;
       await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     } catch (err) {
-      showError(err.message || String(err));
+      showError(describeFetchError(err));
       endCall(false);
     }
+  }
+
+  // ------------------------------------------------------------------ heartbeat
+
+  // The page pings; the server answers. With the reply audio's RTP packets that tells,
+  // within SERVER_SILENT_MS (+ one 200 ms tick), that the server vanished (crashed, killed, network gone),
+  // long before ICE would notice; the server in turn fails a silent page in seconds.
+  function startHeartbeat() {
+    lastHeard = performance.now();
+    clearInterval(heartbeatTimer);
+    heartbeatTimer = setInterval(async () => {
+      if (!pc || !channel) return;
+      if (channel.readyState === "open") channel.send(JSON.stringify({ type: "ping" }));
+      let rtpSilentMs = Infinity;
+      try {
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type === "inbound-rtp" && s.kind === "audio" && s.lastPacketReceivedTimestamp) {
+            rtpSilentMs = Math.min(rtpSilentMs, s.timestamp - s.lastPacketReceivedTimestamp);
+          }
+        });
+      } catch { /* closed meanwhile */ }
+      const silentMs = Math.min(rtpSilentMs, performance.now() - lastHeard);
+      if (!ended && silentMs > SERVER_SILENT_MS) {
+        showError("Lost contact with the server: it stopped, or the network between you dropped.");
+        endCall(false);
+      }
+    }, 200);
   }
 
   function limitVideo(sender) {
@@ -249,17 +321,26 @@
   function onServerMessage(text) {
     let msg;
     try { msg = JSON.parse(text); } catch { return; }
+    lastHeard = performance.now();
+    if (msg.type === "pong") return;
     debug.events.push([performance.now(), msg]);
     switch (msg.type) {
       case "transcript": addTurn(msg.role, msg.text, msg.final); break;
-      case "state": setChip(ui.state, msg.value); break;
+      case "state":
+        speaking = msg.value === "speaking";
+        setChip(ui.state, msg.value);
+        break;
       case "interrupted": markInterrupted(); break;
       case "error": showError(msg.message); break;
       case "notice": showNotice(msg.message); break;
-      case "ended":
+      case "ended": {
+        ended = true;
         setChip(ui.state, "ended");
+        const why = msg.reason in ENDED ? ENDED[msg.reason] : `The call ended (${msg.reason}).`;
+        if (why) showError(why);
         if (msg.reason !== "hangup") endCall(false);
         break;
+      }
       case "call": mode = msg.mode; setCallUi(true); break;
       default: break;
     }
@@ -271,8 +352,11 @@
       fetch(`calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
     }
     debug.callId = null;
+    ended = true;
+    speaking = false;
     clearInterval(meterTimer);
     clearInterval(remoteTimer);
+    clearInterval(heartbeatTimer);
     if (channel) { try { channel.close(); } catch { /* already closed */ } }
     if (pc) { pc.close(); }
     pc = null;
@@ -314,7 +398,7 @@
   window.addEventListener("pagehide", () => endCall(true));
 
   loadConfig().catch((err) => {
-    showError(`${err.message}. Is the omni-rtc server running?`);
+    showError(err instanceof TypeError ? describeFetchError(err) : `${err.message}. Is the omni-rtc server running?`);
     ui.call.disabled = true;
   });
 })();

@@ -50,8 +50,18 @@ from .upstream import UpstreamEvents
 log = logging.getLogger("omni_rtc.call")
 
 FAILED_ENDINGS = frozenset(
-    {"peer_failed", "peer_timeout", "internal_error", "upstream_closed", "upstream_auth"}
+    {
+        "bad_offer",
+        "internal_error",
+        "peer_failed",
+        "peer_timeout",
+        "protocol_error",
+        "upstream_auth",
+        "upstream_closed",
+        "upstream_unavailable",
+    }
 )
+"""Endings counted in ``omni_rtc_calls_failed_total`` and logged at WARNING, once each."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 OpenSession = Callable[[SessionConfig], Awaitable[RealtimeClient]]
@@ -89,6 +99,9 @@ class Conversation:
         self.profile = profile
         self.sink = sink
         self.metrics = metrics or Metrics()
+        self.bytes_up = self.metrics.bytes.labels("up")
+        self.bytes_down = self.metrics.bytes.labels("down")
+        """Label lookups cost more than the increments: done once per call."""
         self.executor = executor
         self.video_fps = video_fps
         self.jpeg_limits = jpeg_limits or JpegLimits()
@@ -231,8 +244,11 @@ class Conversation:
         if not self._closing:
             self._closer = asyncio.create_task(self.close("internal_error"))
 
-    async def close(self, reason: str = "hangup") -> None:
-        """End the conversation and its realtime session; safe to call many times."""
+    async def close(self, reason: str = "hangup", detail: str = "") -> None:
+        """End the conversation and its realtime session; safe to call many times.
+
+        ``detail`` (why, in words) goes into the one log line that ends the call.
+        """
         if self._closing:
             await self.closed.wait()
             return
@@ -245,10 +261,11 @@ class Conversation:
             task.cancel()
         await self.uplink.stop()
         self.sink.flush()
+        self._reply_resampler.reset()  # filter graphs go now, not at the next GC
         await self._close_client()
         if tasks:
             await asyncio.wait(tasks, timeout=2)
-        self._finish(reason)
+        self._finish(reason, detail)
         self.closed.set()
 
     async def _close_client(self) -> None:
@@ -256,7 +273,7 @@ class Conversation:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.close(), 2)
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, detail: str) -> None:
         self._report_underruns()
         duration = time.monotonic() - self.started_at
         if reason in FAILED_ENDINGS:
@@ -268,10 +285,11 @@ class Conversation:
         played_ms = self.stats.get("reply_ms", 0)
         log.log(
             logging.WARNING if reason in FAILED_ENDINGS else logging.INFO,
-            "call %s: ended (%s) after %.1f s: %d audio chunks and %d images up, "
+            "call %s: ended (%s%s) after %.1f s: %d audio chunks and %d images up, "
             "%d barge-ins, %d DTMF digits, %d ms of reply, %d underruns",
             self.id,
             reason,
+            f": {detail}" if detail else "",
             duration,
             self.stats["audio_chunks"],
             self.stats["images"],
@@ -347,7 +365,7 @@ class Conversation:
         self.stats["reply_ms"] = self.stats.get("reply_ms", 0) + len(pcm) * 500 // (
             self.profile.output_rate
         )
-        self.metrics.bytes.labels("down").inc(len(pcm))
+        self.bytes_down.inc(len(pcm))
         if self.state != "speaking":
             self.set_state("speaking")
 

@@ -110,7 +110,7 @@ class Uplink:
         self._recent.append(chunk)
         self._dropped_warned = False
         self.conv.stats["audio_chunks"] += 1
-        self.conv.metrics.bytes.labels("up").inc(len(chunk))
+        self.conv.bytes_up.inc(len(chunk))
         if self.conv.manual:
             self._ptt_ms += len(chunk) / 2 * 1000 / self.conv.input_rate
 
@@ -161,13 +161,14 @@ class Uplink:
             raise ImageRefused from None
         conv.stats["images"] += 1
         conv.metrics.images_sent.inc()
-        conv.metrics.bytes.labels("up").inc(len(jpeg))
+        conv.bytes_up.inc(len(jpeg))
 
     async def stop(self) -> None:
         for sampler in self._samplers:
             await sampler.stop()
         self._samplers.clear()
         self._queue.clear()
+        self.audio_in.close()
 
     # ---------------------------------------------------------------- push-to-talk
 

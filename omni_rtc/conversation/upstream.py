@@ -87,7 +87,7 @@ class UpstreamEvents:
                 )
             except AuthenticationFailed:
                 conv.emit(CallError("The model service rejected the server's API key."))
-                await conv.close("upstream_auth")
+                await conv.close("upstream_auth", "the key was refused on reconnecting")
                 return False
             except (RealtimeError, asyncio.TimeoutError) as error:
                 last_error = str(error) or error.__class__.__name__
@@ -115,9 +115,8 @@ class UpstreamEvents:
                     )
                 )
             return True
-        log.warning("call %s: could not reach the model service again: %s", conv.id, last_error)
         conv.emit(CallError(f"The model service ended the session: {exc.reason or last_error}"))
-        await conv.close("upstream_closed")
+        await conv.close("upstream_closed", f"not reachable again: {last_error}")
         return False
 
     async def apply(self, event: ev.ServerEvent) -> None:

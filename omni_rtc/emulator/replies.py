@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from ..media.resample import Resampler
+
 ALPHANUMERIC = string.ascii_letters + string.digits
 
 
@@ -38,7 +40,7 @@ def resample_pcm16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = from_rate
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=to_rate)
+    resampler = Resampler(format="s16", layout="mono", rate=to_rate)
     out = resampler.resample(frame) + resampler.resample(None)
     return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in out)
 

@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..media.jpeg import InvalidImage, inspect_jpeg
+from ..media.resample import Resampler
 from ..realtime import events as ev
 from ..realtime.profiles import ModelInfo
 from .config import INPUT_RATE, OUTPUT_RATE, EmulatorConfig
@@ -74,7 +75,7 @@ class EmulatedSession:
         self.replies_started = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.conversation_id = new_id("conv")
-        self._live: av.AudioResampler | None = None
+        self._live: Resampler | None = None
 
     # ---------------------------------------------------------------- plumbing
 
@@ -254,7 +255,7 @@ class EmulatedSession:
 
     async def _live_echo(self, pcm: bytes) -> None:
         if self._live is None:
-            self._live = av.AudioResampler(format="s16", layout="mono", rate=OUTPUT_RATE)
+            self._live = Resampler(format="s16", layout="mono", rate=OUTPUT_RATE)
             self.response_id = new_id("resp")
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import av
 
+from .resample import Resampler
+
 
 class AudioIn:
     """Resamples decoded frames to mono s16le at the profile's input rate, in chunks.
@@ -18,7 +20,7 @@ class AudioIn:
         self.rate = rate
         self.chunk_ms = chunk_ms
         self.chunk_bytes = rate * chunk_ms // 1000 * 2
-        self._resampler: av.AudioResampler | None = None
+        self._resampler: Resampler | None = None
         self._input_format: tuple[int, str, str] | None = None
         self._pending = bytearray()
         self._aligned = False
@@ -32,7 +34,7 @@ class AudioIn:
         signature = (frame.sample_rate, frame.layout.name, frame.format.name)
         if signature != self._input_format:
             self._drain_resampler()
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._resampler = Resampler(format="s16", layout="mono", rate=self.rate)
             self._input_format = signature
             self._aligned = False
             self._stream_in = 0
@@ -69,6 +71,12 @@ class AudioIn:
         rest = bytes(self._pending)
         self._pending.clear()
         return rest
+
+    def close(self) -> None:
+        """Release the filter graph now, not whenever the garbage collector runs."""
+        self._resampler = None
+        self._input_format = None
+        self._pending.clear()
 
     def _drain_resampler(self) -> None:
         if self._resampler is not None:

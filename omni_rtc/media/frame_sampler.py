@@ -97,11 +97,14 @@ class FrameSampler:
             self._fresh.set()
 
     async def _sample(self) -> None:
+        """Images leave at least ``interval`` apart, and encoding starts early enough
+        (by the last encode's duration) that they leave on time: <= fps, and ~= fps."""
         loop = asyncio.get_running_loop()
-        next_due = self.clock()
+        last_sent = -float("inf")
+        encode_lead = 0.0
         while True:
             await self._fresh.wait()
-            delay = next_due - self.clock()
+            delay = last_sent + self.interval - encode_lead - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             if not self.can_send():
@@ -121,16 +124,19 @@ class FrameSampler:
             except InvalidImage as exc:
                 log.warning("camera frame dropped: %s", str(exc))
                 continue
-            self.stats.encode_seconds.append(self.clock() - started)
+            encoded_in = self.clock() - started
+            self.stats.encode_seconds.append(encoded_in)
+            encode_lead = min(encoded_in, self.interval / 2)
+            wait = last_sent + self.interval - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sending = self.clock()
             try:
                 await self.send(image.data)
             except ImageRefused:
                 self.stats.images_refused += 1
-                next_due = started + self.interval
                 continue
-            # Paced on what left, not on when encoding began: a slow encode followed
-            # by a fast one must not put two images closer than the interval.
-            next_due = self.clock() + self.interval
+            last_sent = sending
             self.stats.images_sent += 1
             self.stats.last_size = (image.width, image.height)
             self.stats.last_bytes = len(image.data)

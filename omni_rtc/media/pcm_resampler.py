@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import av
 
+from .resample import Resampler
+
 
 class PcmResampler:
     def __init__(self, in_rate: int, out_rate: int) -> None:
@@ -15,7 +17,7 @@ class PcmResampler:
             raise ValueError("sample rates must be positive")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._resampler: av.AudioResampler | None = None
+        self._resampler: Resampler | None = None
         self._odd = b""
 
     @property
@@ -33,7 +35,7 @@ class PcmResampler:
         if not pcm or self.passthrough:
             return pcm
         if self._resampler is None:
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.out_rate)
+            self._resampler = Resampler(format="s16", layout="mono", rate=self.out_rate)
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm)
         frame.sample_rate = self.in_rate

@@ -111,6 +111,7 @@ class RealtimeClient:
                 additional_headers=headers,
                 open_timeout=open_timeout,
                 max_size=MAX_FRAME_BYTES,
+                compression=None,  # base64 audio barely compresses; deflate costs CPU
                 ping_interval=keepalive,
                 ping_timeout=keepalive,
                 close_timeout=2,

@@ -130,9 +130,8 @@ class MediaStreamCall:
         self._start, self._sink, self._conversation = start, sink, conversation
         conversation.add_listener(self._on_event)
         try:
-            await self.bridge.start_conversation(conversation)
-        except RealtimeError as exc:
-            log.warning("call %s: model session failed to open: %s", conversation.id, exc)
+            await self.bridge.start_conversation(conversation)  # a failure is logged there
+        except RealtimeError:
             await self._close_socket("upstream_unavailable", "the model service is unavailable")
             self.closed.set()
             return False
@@ -184,26 +183,20 @@ class MediaStreamCall:
 
     async def run(self) -> None:
         """Read the stream until it, the socket or the conversation ends."""
-        reason = "hangup"
+        reason, detail = "hangup", "the far end sent 'stop'"
         try:
             while not self._closing:
                 event = await self._next_event()
                 if event is None:
-                    reason = "peer_closed"
+                    reason, detail = "peer_closed", "the far end closed the socket"
                     break
                 if isinstance(event, Stop):
-                    log.info("call %s: the %s stream stopped", self.id, self.transport)
                     break
                 self._handle(event)
-        except StreamEnded as ended:
-            reason = ended.reason
-            if not self._closing:
-                level = logging.INFO if ended.reason == "peer_closed" else logging.WARNING
-                log.log(level, "call %s: media stream ended: %s", self.id, ended)
-                if ended.reason in ("protocol_error", "peer_failed"):
-                    self.bridge.metrics.calls_failed.labels(self.transport, ended.reason).inc()
+        except StreamEnded as ended:  # logged (and counted) once, by the conversation
+            reason, detail = ended.reason, f"media stream: {ended}"
         finally:
-            await self.close(reason)
+            await self.close(reason, detail)
 
     def _handle(self, event: Connected | Start | Media | Mark | Key | Skipped | Ignored) -> None:
         assert self._start is not None
@@ -275,14 +268,14 @@ class MediaStreamCall:
             log.info("call %s: closing the media stream (%s)", self.id, event.reason)
             self._closer = asyncio.create_task(self.close(event.reason))
 
-    async def close(self, reason: str = "hangup") -> None:
+    async def close(self, reason: str = "hangup", detail: str = "") -> None:
         """End the conversation and close the socket (ends Twilio's ``<Connect>``)."""
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
         if self._conversation is not None:
-            await self._conversation.close(reason)
+            await self._conversation.close(reason, detail)
             self.ended_reason = self._conversation.ended_reason
         await self._close_socket(self.ended_reason or reason, self.ended_reason or reason)
         self.closed.set()

@@ -140,7 +140,7 @@ class WebRtcCall:
             self._flush_outbox()
             self._check_reply_is_sent()
         elif state == "failed":
-            self._close_soon("peer_failed")
+            self._close_soon("peer_failed", "ICE consent expired")
         elif state == "closed":
             self._close_soon("peer_closed")
 
@@ -172,10 +172,9 @@ class WebRtcCall:
         deadline = time.monotonic() + self.peer_timeout
         while self.pc.connectionState != "connected":
             if time.monotonic() >= deadline:
-                log.warning(
-                    "call %s: peer did not connect within %.0f s", self.id, self.peer_timeout
+                await self.close(
+                    "peer_timeout", f"media did not connect within {self.peer_timeout:g} s"
                 )
-                await self.close("peer_timeout")
                 return
             await asyncio.sleep(0.25)
         self._last_heard = time.monotonic()
@@ -183,8 +182,7 @@ class WebRtcCall:
             await asyncio.sleep(1.0)
             silent = time.monotonic() - self._last_heard
             if silent > PEER_SILENCE_S:
-                log.warning("call %s: nothing from the peer for %.0f s", self.id, silent)
-                await self.close("peer_failed")
+                await self.close("peer_failed", f"nothing from the peer for {silent:.0f} s")
                 return
 
     # ---------------------------------------------------------------- data channel
@@ -255,17 +253,19 @@ class WebRtcCall:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def _close_soon(self, reason: str) -> None:
+    def _close_soon(self, reason: str, detail: str = "") -> None:
         if not self._closing and self._closer is None:
-            self._closer = asyncio.create_task(self.close(reason), name=f"call-{self.id}-close")
+            self._closer = asyncio.create_task(
+                self.close(reason, detail), name=f"call-{self.id}-close"
+            )
 
-    async def close(self, reason: str = "hangup") -> None:
+    async def close(self, reason: str = "hangup", detail: str = "") -> None:
         """End the call, its conversation and the peer connection; safe to call many times."""
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
-        await self.conversation.close(reason)
+        await self.conversation.close(reason, detail)
         self.ended_reason = self.conversation.ended_reason
         await self._drain_channel()
         self.reply_track.stop()

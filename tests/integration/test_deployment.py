@@ -48,7 +48,15 @@ def test_compose_file_is_valid_and_bridge_env_vars_are_known_to_the_cli() -> Non
     unknown = bridge_env - ENV_VARS
     assert not unknown, f"compose passes env vars the CLI does not know: {unknown}"
     assert config["services"]["bridge"]["environment"]["OMNI_RTC_ICE_TRANSPORT_POLICY"] == "relay"
-    assert "ports" not in config["services"]["bridge"]  # media goes through coturn only
+    # WebRTC media goes through coturn only; the bridge publishes SIP and its RTP range,
+    # 1:1 (the ports written in SDP are the published ones), never HTTP (Caddy fronts it)
+    ports = config["services"]["bridge"]["ports"]
+    published = {(p["target"], p["protocol"]) for p in ports}
+    assert {(5060, "udp"), (5060, "tcp"), (40000, "udp"), (40199, "udp")} <= published
+    assert all(p["published"] == p["target"] for p in ports)
+    assert all(p["target"] == 5060 or 40000 <= p["target"] <= 40199 for p in ports)
+    bridge_env = config["services"]["bridge"]["environment"]
+    assert bridge_env["OMNI_RTC_RTP_PORTS"] == "40000-40199"
 
 
 def test_env_example_documents_every_variable_of_the_compose_file() -> None:
