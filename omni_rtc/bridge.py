@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.exceptions import InvalidAccessError, OperationError
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
 from .calls import CallManager, CallOptions, CapacityError, OfferError
 from .config import Settings
@@ -43,6 +43,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("omni_rtc.calls")
 
 __all__ = ["Bridge", "CallOptions", "CapacityError", "OfferError"]
+
+
+def _offer_failure(exc: Exception) -> str:
+    """aiortc's own errors describe the offer; anything else is an internal detail (logged)."""
+    if isinstance(exc, (ValueError, InvalidAccessError, InvalidStateError, OperationError)) and str(
+        exc
+    ):
+        return f"cannot answer this offer: {exc}"
+    log.info("cannot answer an offer: %r", exc)  # the call's WARNING line follows
+    return "cannot answer this offer: aiortc could not apply it"
 
 
 class Bridge:
@@ -252,11 +262,7 @@ class Bridge:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
-                # aiortc's own refusals say what is wrong; anything else is its internals
-                said = isinstance(exc, (ValueError, InvalidAccessError, OperationError))
-                why = "cannot answer this offer: " + (
-                    str(exc) if said and str(exc) else "aiortc could not use it"
-                )
+                why = _offer_failure(exc)
                 await call.close("bad_offer", why)  # ends what its tracks started; counted
                 raise OfferError(why) from None
             await self._start_webrtc(call)

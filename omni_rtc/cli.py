@@ -10,10 +10,13 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .config import integer, number, positive_number
 from .log import setup_logging
 
+Subparsers = argparse._SubParsersAction  # argparse's type for add_subparsers()
 
-def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def _emulator_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulator",
         help="run the offline emulator of the Qwen-Omni Realtime service",
@@ -21,7 +24,9 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "clients connect to ws://HOST:PORT/api-ws/v1/realtime?model=MODEL.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=8765, help="port to listen on (default %(default)s)")
+    p.add_argument(
+        "--port", type=integer, default=8765, help="port to listen on (default %(default)s)"
+    )
     p.add_argument(
         "--api-key",
         default=os.environ.get("OMNI_RTC_EMULATOR_API_KEY"),
@@ -34,34 +39,36 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="echo the user's utterance back, answer with a tone, or return every chunk at "
         "once (live: a latency probe)",
     )
-    p.add_argument("--tone-seconds", type=float, default=3.0, help="length of tone replies")
+    p.add_argument(
+        "--tone-seconds", type=positive_number, default=3.0, help="length of tone replies"
+    )
     p.add_argument(
         "--reply-speed",
-        type=float,
+        type=positive_number,
         default=4.0,
         help="send reply audio this many times faster than real time (default 4)",
     )
     p.add_argument(
         "--reply-delay",
-        type=float,
+        type=number,
         default=0.2,
         help="seconds of 'thinking' before the first reply audio (default 0.2)",
     )
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=positive_number,
         default=300.0,
         help="close a session after this many seconds without a response (default 300)",
     )
     p.add_argument(
         "--max-session",
-        type=float,
+        type=positive_number,
         default=7200.0,
         help="close a session after this many seconds (default 7200 = 120 min)",
     )
     p.add_argument(
         "--drop-after",
-        type=float,
+        type=positive_number,
         default=None,
         help="fault: abort each connection after this many seconds",
     )
@@ -83,7 +90,12 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="inject the faults into the first N sessions only (default: every session)",
     )
     p.add_argument("--reject-auth", action="store_true", help="fault: refuse every key with 401")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="DEBUG, INFO, WARNING (default INFO)",
+    )
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
@@ -111,7 +123,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _healthcheck_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _healthcheck_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "healthcheck",
         help="exit 0 when the local server can take calls (for Docker HEALTHCHECK)",
@@ -119,7 +131,7 @@ def _healthcheck_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "variables (OMNI_RTC_PORT, OMNI_RTC_CERT_FILE); exit 0 if it can take calls.",
     )
     p.add_argument("--url", help="health URL (default: from OMNI_RTC_PORT / OMNI_RTC_CERT_FILE)")
-    p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--timeout", type=positive_number, default=3.0)
 
 
 def _run_healthcheck(args: argparse.Namespace) -> int:
@@ -147,6 +159,93 @@ def _run_healthcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``2h`` or ``7d`` -> seconds."""
+    value = text.strip().lower()
+    scale = _DURATION_UNITS.get(value[-1:], 0)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a duration such as 90s, 10m, 2h or 7d, got {text!r}"
+        )
+    return seconds
+
+
+def _token_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    from .config import OPTIONS, TURN_DETECTION_MODES, add_serve_arguments
+
+    p = sub.add_parser(
+        "token",
+        help="print a signed, expiring call link token for the page (?token=...)",
+        description="Print a call link token: HMAC-signed with the server's access token, "
+        "valid until it expires, with no database. Give it to a caller as "
+        "https://HOST/?token=TOKEN (or use --url). A voice, instructions or mode given "
+        "here bind the calls the link starts.",
+    )
+    p.add_argument(
+        "--ttl", type=duration, default=3600.0, help="lifetime: 90s, 10m, 2h, 7d (default 1h)"
+    )
+    p.add_argument("--voice", help="the voice of calls from this link")
+    p.add_argument("--instructions", help="the system instructions of calls from this link")
+    p.add_argument("--mode", choices=TURN_DETECTION_MODES, help="server_vad (hands-free) or manual")
+    p.add_argument("--url", help="print the whole link: this page URL with ?token=...")
+    access = [o for o in OPTIONS if o.flag in ("--access-token", "--access-token-file")]
+    add_serve_arguments(p, options=access)
+    p.set_defaults(command_parser=p)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    import datetime
+
+    from signaling.tokens import mint
+
+    from .config import MIN_TOKEN_CHARS, Settings, check_env_defaults, read_access_token
+
+    parser: argparse.ArgumentParser = args.command_parser
+    try:
+        check_env_defaults(args)
+        secret = args.access_token
+        if args.access_token_file:
+            if secret:
+                raise ValueError("give --access-token or --access-token-file, not both")
+            secret = read_access_token(args.access_token_file)
+        if not secret:
+            raise ValueError(
+                "no access token: give the server's --access-token or --access-token-file "
+                "(or set OMNI_RTC_ACCESS_TOKEN)"
+            )
+        Settings(  # the server's rules for the token, and a voice its model has
+            provider=os.environ.get("OMNI_RTC_PROVIDER") or "dashscope",
+            model=os.environ.get("OMNI_RTC_MODEL") or None,
+            voice=args.voice,
+            access_token=secret,
+        )
+        token = mint(
+            secret, args.ttl, voice=args.voice, instructions=args.instructions, mode=args.mode
+        )
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if len(secret) < MIN_TOKEN_CHARS:
+        print(
+            "warning: the access token is short: links signed with it can be forged by "
+            "guessing it; use 32 random characters (openssl rand -hex 32)",
+            file=sys.stderr,
+        )
+    expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=args.ttl)
+    print(f"valid until {expires:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
+    if args.url:
+        print(f"{args.url}{'&' if '?' in args.url else '?'}token={token}")
+    else:
+        print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omni-rtc",
@@ -167,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_serve_arguments(serve)
+    serve.set_defaults(command_parser=serve)
     _emulator_parser(sub)
     _healthcheck_parser(sub)
+    _token_parser(sub)
     return parser
 
 
@@ -179,12 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_emulator(args)
     if args.command == "healthcheck":
         return _run_healthcheck(args)
+    if args.command == "token":
+        return _run_token(args)
     from .config import Settings
 
+    serve: argparse.ArgumentParser = args.command_parser
     try:
         settings = Settings.from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValueError as exc:  # one line naming the subcommand; usage would hide the reason
+        serve.exit(2, f"{serve.prog}: error: {exc}\n")
     from signaling.main import run
 
     return run(settings)

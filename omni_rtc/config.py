@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .sip.server import SipConfig
 
 TURN_DETECTION_MODES = ("server_vad", "manual")
+MIN_TOKEN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -36,18 +38,53 @@ class Option:
     choices: Sequence[str] | None = None
     repeatable: bool = False
     secret: bool = False
-    boolean: bool = False
-    """A switch: the flag takes no value; the env var takes 1/0, true/false, yes/no."""
+    switch: bool = False
+    """A flag without a value (``--no-auth``); its env var takes 1/0, true/false."""
 
     @property
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+# Value parsers raise ArgumentTypeError: argparse then prints "argument --flag: MESSAGE"
+# instead of the parser's function name.
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = integer(text)
     if value <= 0:
-        raise ValueError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    value = number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -55,24 +92,91 @@ def _switch(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off"):
+    if value in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"expected 1/0, true/false or yes/no, got {text!r}")
+    raise argparse.ArgumentTypeError(f"must be 1 or 0 (true or false), got {text!r}")
 
 
 def _public_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError(f"--public-url must look like https://HOST[:PORT][/PREFIX], got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must look like https://HOST[:PORT][/PREFIX], got {text!r}"
+        )
     return text.strip().rstrip("/")
 
 
-_public_url.__name__ = "public URL"  # argparse: "invalid public URL value"
+_RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)s?")
+_RATE_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+DEFAULT_RATE_LIMIT = "20/min"
+
+
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """``"10/min"`` -> (10, 60.0); ``"0"`` -> None (no limit)."""
+    text = text.strip().lower()
+    if text in ("0", "off"):
+        return None
+    match = _RATE.fullmatch(text)
+    if not match or int(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must look like 20/min (per s, min or hour) or 0 for no limit, got {text!r}"
+        )
+    return int(match[1]), _RATE_PERIODS[match[2][0]]
+
+
+def _rate(text: str) -> str:
+    parse_rate(text)
+    return text.strip()
+
+
+def _cidr(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an IP address or network such as 10.0.0.0/8, got {text!r}"
+        ) from None
+
+
+_ORIGIN = re.compile(r"https?://(?:\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::\d{1,5})?")
+
+
+def _origin(text: str) -> str:
+    origin = text.strip().rstrip("/").lower()
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise argparse.ArgumentTypeError(
+            f"must be an origin such as https://app.example.org (scheme, host and optional "
+            f"port, no path) or *, got {text!r}"
+        )
+    return origin
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name other than localhost: no)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_access_token(path: str) -> str:
+    """The token in a file (e.g. a Docker secret), without surrounding whitespace."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --access-token-file {path}: {exc}") from None
+    if not token:
+        raise ValueError(f"--access-token-file {path} is empty")
+    return token
 
 
 OPTIONS: tuple[Option, ...] = (
     Option("--host", "OMNI_RTC_HOST", "address to listen on", "127.0.0.1"),
-    Option("--port", "OMNI_RTC_PORT", "port to listen on", 8080, int),
+    Option("--port", "OMNI_RTC_PORT", "port to listen on", 8080, integer),
     Option(
         "--provider",
         "OMNI_RTC_PROVIDER",
@@ -112,28 +216,28 @@ OPTIONS: tuple[Option, ...] = (
         "OMNI_RTC_VAD_THRESHOLD",
         "server VAD threshold (dashscope -1..1, lower = more sensitive)",
         0.5,
-        float,
+        number,
     ),
     Option(
         "--vad-silence-ms",
         "OMNI_RTC_VAD_SILENCE_MS",
         "silence that ends a turn in server VAD mode, 200..6000 ms",
         800,
-        int,
+        integer,
     ),
     Option(
         "--video-fps",
         "OMNI_RTC_VIDEO_FPS",
         "camera frames sent to the model per second, 0.5..2 (0 = no video)",
         2.0,
-        float,
+        number,
     ),
     Option(
         "--max-calls",
         "OMNI_RTC_MAX_CALLS",
         "concurrent calls this process accepts (6 A/V calls use ~85% of a core: bench/calls.py)",
         6,
-        _positive_int,
+        positive_int,
     ),
     Option(
         "--ice-server",
@@ -163,7 +267,7 @@ OPTIONS: tuple[Option, ...] = (
         "OMNI_RTC_TURN_TTL",
         "lifetime of minted TURN credentials, seconds",
         3600,
-        _positive_int,
+        positive_int,
     ),
     Option(
         "--ice-transport-policy",
@@ -201,13 +305,17 @@ OPTIONS: tuple[Option, ...] = (
         "OMNI_RTC_ALLOW_UNSIGNED_MEDIA_STREAMS",
         "serve /twilio/voice and the media-stream WebSockets without a verified signature to "
         "anyone who reaches them (default: only requests made directly on loopback, unless "
-        "--twilio-auth-token is set)",
+        "--twilio-auth-token is set); env: 1 or 0",
         False,
         _switch,
-        boolean=True,
+        switch=True,
     ),
     Option(
-        "--chunk-ms", "OMNI_RTC_CHUNK_MS", "caller audio chunk sent upstream, 10..100 ms", 20, int
+        "--chunk-ms",
+        "OMNI_RTC_CHUNK_MS",
+        "caller audio chunk sent upstream, 10..100 ms",
+        20,
+        integer,
     ),
     Option(
         "--idle-audio",
@@ -221,7 +329,7 @@ OPTIONS: tuple[Option, ...] = (
         "OMNI_RTC_JPEG_MAX_BYTES",
         "byte budget per camera JPEG (hard ceiling 500000)",
         180_000,
-        int,
+        integer,
     ),
     Option(
         "--jpeg-max-size",
@@ -234,7 +342,7 @@ OPTIONS: tuple[Option, ...] = (
         "OMNI_RTC_CONNECT_TIMEOUT",
         "seconds to open the realtime session",
         10.0,
-        float,
+        positive_number,
     ),
     Option(
         "--peer-timeout",
@@ -242,42 +350,97 @@ OPTIONS: tuple[Option, ...] = (
         "seconds a new call may take to connect its media before it is dropped (its slot "
         "and model session are released)",
         10.0,
-        float,
+        positive_number,
     ),
     Option(
         "--max-call-seconds",
         "OMNI_RTC_MAX_CALL_SECONDS",
         "longest call, seconds (0 = no limit; renewed model sessions don't extend it)",
         3600.0,
-        float,
+        non_negative_number,
     ),
     Option(
         "--idle-seconds",
         "OMNI_RTC_IDLE_SECONDS",
         "end a call when neither side has spoken for this long, seconds (0 = never)",
         300.0,
-        float,
+        non_negative_number,
     ),
     Option(
         "--reconnect-seconds",
         "OMNI_RTC_RECONNECT_SECONDS",
         "how long a call keeps trying to reach the model service again after losing it",
         20.0,
-        float,
+        positive_number,
     ),
     Option(
         "--drain-seconds",
         "OMNI_RTC_DRAIN_SECONDS",
         "on SIGTERM, refuse new calls and let running ones go on this long before ending them",
         30.0,
-        float,
+        positive_number,
     ),
     Option(
         "--max-body-bytes",
         "OMNI_RTC_MAX_BODY_BYTES",
         "largest accepted HTTP request body",
         128 * 1024,
-        _positive_int,
+        positive_int,
+    ),
+    Option(
+        "--access-token",
+        "OMNI_RTC_ACCESS_TOKEN",
+        "secret that callers send as 'Authorization: Bearer TOKEN' to start and end calls "
+        "(printable ASCII; use 32 random characters); also the key of call links made by "
+        "'omni-rtc token'",
+        secret=True,
+    ),
+    Option(
+        "--access-token-file",
+        "OMNI_RTC_ACCESS_TOKEN_FILE",
+        "read --access-token from this file (e.g. a Docker secret)",
+    ),
+    Option(
+        "--no-auth",
+        "OMNI_RTC_NO_AUTH",
+        "serve a non-loopback --host without an access token (anyone who reaches it can "
+        "start calls on your API key); env: 1 or 0",
+        False,
+        _switch,
+        switch=True,
+    ),
+    Option(
+        "--rate-limit",
+        "OMNI_RTC_RATE_LIMIT",
+        "calls each client address may start, e.g. 20/min, 5/s, 100/hour (0 = no limit); "
+        f"default {DEFAULT_RATE_LIMIT} for other machines and none for local (loopback) "
+        "clients such as tests and benchmarks; a value given here applies to everyone",
+        None,
+        _rate,
+    ),
+    Option(
+        "--trusted-proxy",
+        "OMNI_RTC_TRUSTED_PROXIES",
+        "reverse proxy address or network whose X-Forwarded-For names the client, "
+        "repeatable (env: comma-separated; default none: the peer address counts)",
+        repeatable=True,
+        type=_cidr,
+    ),
+    Option(
+        "--allowed-origin",
+        "OMNI_RTC_ALLOWED_ORIGINS",
+        "another origin whose pages may call this server's API (CORS), e.g. "
+        "https://app.example.org, repeatable (env: comma-separated; * = any)",
+        repeatable=True,
+        type=_origin,
+    ),
+    Option(
+        "--http-timeout",
+        "OMNI_RTC_HTTP_TIMEOUT",
+        "seconds a client may take to send a request's headers, or its body, before the "
+        "connection is closed (also the idle keep-alive time)",
+        10.0,
+        positive_number,
     ),
     Option(
         "--sip-listen",
@@ -339,8 +502,6 @@ def options_markdown() -> str:
     for option in OPTIONS:
         if option.repeatable:
             default = "none"
-        elif option.boolean:
-            default = "`on`" if option.default else "`off`"
         elif option.default is None or option.secret:
             default = ""
         else:
@@ -351,43 +512,66 @@ def options_markdown() -> str:
     return "\n".join(rows)
 
 
+@dataclass(frozen=True)
+class InvalidEnv:
+    """The default of a flag whose environment variable is invalid.
+
+    Reported only when the flag is not given on the command line, so a bad variable for
+    ``serve`` does not break ``omni-rtc emulator`` or ``--help``.
+    """
+
+    message: str
+
+
 def _env_default(option: Option, environ: Mapping[str, str]) -> Any:
     raw = environ.get(option.env) if option.env else None
     if raw is None or raw == "":
         return [] if option.repeatable else option.default
+    shown = "(hidden)" if option.secret else repr(raw)
     try:
         if option.repeatable:
             return [option.type(part.strip()) for part in raw.split(",") if part.strip()]
         value = option.type(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {option.env}={raw!r} is invalid: {exc}") from None
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        return InvalidEnv(f"environment variable {option.env}={shown} is invalid: {exc}")
     if option.choices and value not in option.choices:
-        raise ValueError(
-            f"environment variable {option.env}={raw!r} is invalid: choose from "
+        return InvalidEnv(
+            f"environment variable {option.env}={shown} is invalid: choose from "
             + ", ".join(option.choices)
         )
     return value
 
 
+class _Repeatable(argparse.Action):
+    """A repeatable flag whose command-line values replace the environment's (flags win)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is self.default or not isinstance(current, list) else current
+        setattr(namespace, self.dest, [*items, values])
+
+
 def add_serve_arguments(
     parser: argparse.ArgumentParser,
     environ: Mapping[str, str] | None = None,
-    only: Sequence[str] | None = None,
+    options: Sequence[Option] = OPTIONS,
 ) -> None:
     environ = os.environ if environ is None else environ
-    for option in OPTIONS:
-        if only is not None and option.flag not in only:
-            continue
+    for option in options:
         default = _env_default(option, environ)
-        shown = "" if option.secret or default in (None, []) else f" (default: {default})"
+        hidden = option.secret or option.switch or isinstance(default, InvalidEnv)
+        shown = "" if hidden or default in (None, []) else f" (default: {default})"
         env = f" [env {option.env}]" if option.env else ""
-        if option.boolean:
+        help_text = (option.help + shown + env).replace("%", "%%")  # argparse formats help
+        if option.switch:
             parser.add_argument(
-                option.flag,
-                dest=option.dest,
-                action="store_true",
-                default=default,
-                help=(option.help + env).replace("%", "%%"),
+                option.flag, dest=option.dest, action="store_true", default=default, help=help_text
             )
             continue
         parser.add_argument(
@@ -396,9 +580,16 @@ def add_serve_arguments(
             type=option.type,
             choices=option.choices,
             default=default,
-            action="append" if option.repeatable else "store",
-            help=(option.help + shown + env).replace("%", "%%"),  # argparse formats help
+            action=_Repeatable if option.repeatable else "store",
+            help=help_text,
         )
+
+
+def check_env_defaults(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` for an invalid environment variable whose flag was not given."""
+    for value in vars(args).values():
+        if isinstance(value, InvalidEnv):
+            raise ValueError(value.message)
 
 
 @dataclass(frozen=True)
@@ -501,6 +692,13 @@ class Settings:
     rtp_ports: str = "40000-40999"
     sip_public_address: str | None = None
     sip_register: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    no_auth: bool = False
+    rate_limit: str | None = None
+    """None: DEFAULT_RATE_LIMIT for remote clients, none for loopback ones."""
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    http_timeout: float = 10.0
     emulator_reply: str = "echo"
     log_level: str = "INFO"
 
@@ -526,7 +724,10 @@ class Settings:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("--cert-file and --key-file go together")
         if self.public_url is not None:
-            _public_url(self.public_url)
+            try:
+                _public_url(self.public_url)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"--public-url {exc}") from None
         for path in (self.cert_file, self.key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file not found: {path}")
@@ -549,8 +750,11 @@ class Settings:
                     f"{server.urls} has no credentials: give turn:USER:PASSWORD@HOST "
                     "or --turn-secret"
                 )
-        if self.connect_timeout <= 0 or self.peer_timeout <= 0 or self.reconnect_seconds <= 0:
+        if min(self.connect_timeout, self.peer_timeout, self.reconnect_seconds) <= 0:
             raise ValueError("timeouts must be positive")
+        if self.http_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        self._check_access()
         self.sip_config()  # refuses an open SIP port, bad addresses, a bad port range
         for name in ("max_call_seconds", "idle_seconds", "drain_seconds"):
             if getattr(self, name) < 0:
@@ -585,6 +789,48 @@ class Settings:
             register=RegisterTarget.parse(self.sip_register) if self.sip_register else None,
             idle_audio=self.idle_audio,
         )
+
+    def _check_access(self) -> None:
+        """Who may start calls: checked here so a server is never open by accident."""
+        token = self.access_token
+        if token is not None:
+            if self.no_auth:
+                raise ValueError("--no-auth and --access-token contradict each other: give one")
+            if not re.fullmatch(r"[\x21-\x7e]+", token):
+                raise ValueError(
+                    "--access-token must be printable ASCII without spaces (it is sent in "
+                    "an HTTP header)"
+                )
+        elif not self.no_auth and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without an access token, because anyone "
+                "who reaches it could start calls on your API key: set --access-token (env "
+                "OMNI_RTC_ACCESS_TOKEN), or --no-auth (env OMNI_RTC_NO_AUTH=1) if something "
+                "in front of it checks callers"
+            )
+        try:
+            parse_rate(self.rate_limit or DEFAULT_RATE_LIMIT)
+            for network in self.trusted_proxies:
+                _cidr(network)
+            for origin in self.allowed_origins:
+                _origin(origin)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def weak_access_token(self) -> bool:
+        """Short enough to guess offline from one call link (the server warns, and runs)."""
+        return self.access_token is not None and len(self.access_token) < MIN_TOKEN_CHARS
+
+    @property
+    def auth_required(self) -> bool:
+        """Callers must present the access token or a call link signed with it."""
+        return self.access_token is not None
+
+    @property
+    def call_rate(self) -> tuple[int, float] | None:
+        """(calls, per seconds) each client may start, or None for no limit."""
+        return parse_rate(self.rate_limit or DEFAULT_RATE_LIMIT)
 
     @property
     def own_ice_servers(self) -> tuple[IceServer, ...]:
@@ -642,6 +888,7 @@ class Settings:
         cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
     ) -> Settings:
         environ = os.environ if environ is None else environ
+        check_env_defaults(args)
         values = {o.dest: getattr(args, o.dest) for o in OPTIONS}
         provider = get_profile(values["provider"])
         api_key = values.pop("api_key")
@@ -659,8 +906,19 @@ class Settings:
         sip_listen = tuple(values.pop("sip_listen") or [])
         sip_allow = tuple(values.pop("sip_allow") or [])
         cert, key = values.pop("cert_file"), values.pop("key_file")
+        access_token = values.pop("access_token") or None
+        token_file = values.pop("access_token_file")
+        if token_file:
+            if access_token:
+                raise ValueError("give --access-token or --access-token-file, not both")
+            access_token = read_access_token(token_file)
+        trusted_proxies = tuple(values.pop("trusted_proxy") or ())
+        allowed_origins = tuple(values.pop("allowed_origin") or ())
         return cls(
             **values,
+            access_token=access_token,
+            trusted_proxies=trusted_proxies,
+            allowed_origins=allowed_origins,
             api_key=api_key or None,
             jpeg_limits=jpeg_limits,
             ice_servers=ice_servers,

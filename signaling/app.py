@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from omni_rtc import __version__
 from omni_rtc.bridge import Bridge
-from omni_rtc.calls import CallManager, CapacityError
+from omni_rtc.calls import CallManager, CallOptions, CapacityError
 from omni_rtc.config import Settings
 from omni_rtc.ice import resolve_ice_servers
 from omni_rtc.metrics import Metrics
-from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
+from omni_rtc.realtime.errors import (
+    AuthenticationFailed,
+    HandshakeTimeout,
+    RealtimeError,
+    SessionRejected,
+    SessionTimeout,
+    UpstreamClosed,
+    UpstreamUnreachable,
+)
 
+from .auth import GATEKEEPER, Gatekeeper, admit_call, optional_auth, require_auth
+from .body import BODY_TIMEOUT, read_json
+from .cors import Cors
 from .twilio import add_twilio_routes
 from .validation import MODES, BadRequest, parse_offer
 from .whip import add_whip_routes
@@ -60,6 +70,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     """Every error is ``{"error": "..."}``; nothing internal (tracebacks, keys) leaks."""
     try:
         return await handler(request)
+    except BadRequest as exc:  # raised by validation anywhere below a route
+        return json_error(exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -99,7 +111,20 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def get_config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     model = settings.profile.model(settings.model)
+    grant = optional_auth(request)
+    authorised = grant is not None
     session = settings.session_config()
+    if grant is not None and grant.claims is not None:  # show what the call link fixes
+        with contextlib.suppress(ValueError):  # a bad voice in a link is refused at /offer
+            bound = grant.bind(CallOptions())
+            session = settings.session_config(
+                voice=bound.voice,
+                instructions=bound.instructions,
+                manual=None if bound.mode is None else bound.mode == "manual",
+            )
+    ice_servers = resolve_ice_servers(settings, user="omni-rtc-browser")
+    if not authorised:  # TURN relays cost bandwidth: credentials only for callers
+        ice_servers = [s for s in ice_servers if not s.is_turn and s.credential is None]
     return web.json_response(
         {
             "version": __version__,
@@ -110,36 +135,41 @@ async def get_config(request: web.Request) -> web.Response:
             "default_voice": session.voice,
             "modes": list(MODES),
             "default_mode": "manual" if session.manual else "server_vad",
-            "instructions": settings.instructions or "",
+            "instructions": session.instructions or "",
             "video": {
                 "enabled": settings.video_fps > 0,
                 "fps": settings.video_fps,
                 "max_width": settings.jpeg_limits.max_width,
                 "max_height": settings.jpeg_limits.max_height,
             },
-            "ice_servers": [
-                s.to_json() for s in resolve_ice_servers(settings, user="omni-rtc-browser")
-            ],
+            "ice_servers": [s.to_json() for s in ice_servers],
             "ice_transport_policy": "all",
+            "auth_required": request.app[GATEKEEPER].enabled,
+            "authorized": authorised,
         },
         headers={"Cache-Control": "no-store"},
     )
 
 
+def upstream_failure(exc: RealtimeError) -> str:
+    """What a caller may know: the kind of failure, not the internal URL or OS error."""
+    if isinstance(exc, UpstreamUnreachable):
+        return "the realtime service is unreachable"
+    if isinstance(exc, (HandshakeTimeout, SessionTimeout)):
+        return "the realtime service did not answer in time"
+    if isinstance(exc, SessionRejected):
+        return "the realtime service refused the session settings"
+    if isinstance(exc, UpstreamClosed):
+        return "the realtime service closed the session"
+    return "the realtime service is unavailable"
+
+
 async def post_offer(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if request.content_type != "application/json":
-        return json_error(415, "send the offer as application/json")
+    grant = admit_call(request)  # 429, 401: before the body is even read
+    sdp, options = parse_offer(await read_json(request), settings.max_body_bytes)
     try:
-        data: Any = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return json_error(400, "body is not valid JSON")
-    try:
-        sdp, options = parse_offer(data, settings.max_body_bytes)
-    except BadRequest as exc:
-        return json_error(400, str(exc))
-    try:
-        call, answer = await request.app[BRIDGE].answer_offer(sdp, options)
+        call, answer = await request.app[BRIDGE].answer_offer(sdp, grant.bind(options))
     except ValueError as exc:  # unknown voice, unusable SDP, bad per-call option
         return json_error(400, str(exc))
     except CapacityError as exc:
@@ -147,11 +177,14 @@ async def post_offer(request: web.Request) -> web.Response:
     except AuthenticationFailed:
         return json_error(502, "the realtime service rejected the server's API key")
     except RealtimeError as exc:
-        return json_error(502, f"the realtime service is unavailable: {exc}")
+        reason = upstream_failure(exc)
+        log.warning("refused a call: %s (%s)", reason, exc)
+        return json_error(502, reason)
     return web.json_response({"sdp": answer, "type": "answer", "call_id": call.id})
 
 
 async def delete_call(request: web.Request) -> web.Response:
+    require_auth(request)
     call_id = request.match_info["call_id"]
     if not await request.app[MANAGER].close(call_id, "hangup"):
         return json_error(404, "no such call")
@@ -185,12 +218,18 @@ def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None)
     The bridge starts and closes with the application.
     """
     settings = bridge.settings
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_as_json])
+    cors = Cors(settings.allowed_origins)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[errors_as_json, cors.middleware]
+    )
     app[BRIDGE] = bridge
     app[SETTINGS] = settings
     app[METRICS] = bridge.metrics
     app[MANAGER] = bridge.calls
+    app[GATEKEEPER] = Gatekeeper.from_settings(settings)
+    app[BODY_TIMEOUT] = settings.http_timeout
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cors.on_response_prepare)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     if page:

@@ -12,18 +12,20 @@ from aiohttp import web
 
 from omni_rtc import __version__
 from omni_rtc.bridge import Bridge
-from omni_rtc.config import Settings
+from omni_rtc.config import DEFAULT_RATE_LIMIT, Settings
 from omni_rtc.ice import restrict_host_addresses
 from omni_rtc.log import setup_logging
 from omni_rtc.transports.sip import start_sip
 
 from .app import build_app
+from .server import make_runner
 
 log = logging.getLogger("omni_rtc")
 
 
 def _secrets(settings: Settings) -> list[str]:
-    found = [settings.api_key or "", settings.turn_secret or "", settings.twilio_auth_token or ""]
+    found = [settings.api_key or "", settings.turn_secret or "", settings.access_token or ""]
+    found.append(settings.twilio_auth_token or "")
     found += [s.credential or "" for s in (*settings.ice_servers, *settings.bridge_ice_servers)]
     return [s for s in found if s]
 
@@ -60,6 +62,25 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
         )
     else:
         lines.append(f"  upstream: {upstream}")
+    if settings.auth_required:
+        limit = (
+            f"at most {settings.rate_limit or DEFAULT_RATE_LIMIT} calls per client"
+            + ("" if settings.rate_limit else " (local clients: no limit)")
+            if settings.call_rate
+            else "no rate limit"
+        )
+        lines.append(
+            f"  access: callers need the access token or a call link (omni-rtc token); {limit}"
+        )
+        if settings.weak_access_token:
+            lines.append(
+                "  WARNING: the access token is short: call links signed with it can be "
+                "forged by guessing it; use 32 random characters (openssl rand -hex 32)."
+            )
+    elif settings.no_auth:
+        lines.append("  access: OPEN (--no-auth): anyone who reaches this server can start calls")
+    else:
+        lines.append("  access: no token needed on loopback (set --access-token to require one)")
     for listen in settings.sip_listen:
         allowed = ", ".join(settings.sip_allow) or "nobody without credentials"
         auth = " + digest auth" if settings.sip_user else ""
@@ -84,7 +105,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     app = build_app(bridge)
     sip_config = settings.sip_config()
     sip = await start_sip(bridge, sip_config) if sip_config is not None else None
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = make_runner(app, http_timeout=settings.http_timeout, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_ssl_context(settings))
     await site.start()

@@ -33,6 +33,8 @@ from omni_rtc.config import Settings
 from omni_rtc.transports.media_stream_dialects import DIALECTS, MAX_FRAME_BYTES, Dialect
 from omni_rtc.transports.twilio import MediaStreamCall
 
+from .auth import FULL_ACCESS, GATEKEEPER, Grant
+from .tokens import InvalidToken
 from .validation import MAX_INSTRUCTIONS_CHARS, MAX_VOICE_CHARS, MODES, BadRequest
 
 log = logging.getLogger("omni_rtc.telephony")
@@ -141,10 +143,13 @@ def is_direct_local(request: web.Request) -> bool:
 
 
 def public_host(request: web.Request) -> str:
-    """The Host the caller's provider used; a local or private proxy may say it instead."""
+    """The Host the caller's provider used; a proxy on loopback or a --trusted-proxy
+    may say it in X-Forwarded-Host instead."""
     peer = _peer(request)
     forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-    if forwarded and peer is not None and (peer.is_loopback or peer.is_private):
+    gatekeeper = request.app.get(GATEKEEPER)
+    trusted = gatekeeper.trusted_proxies if gatekeeper is not None else ()
+    if forwarded and peer is not None and (peer.is_loopback or any(peer in n for n in trusted)):
         return forwarded
     return request.host
 
@@ -184,7 +189,8 @@ def check_access(
         return None
     if token:
         return (
-            "this provider's requests are unsigned: allow them with --allow-unsigned-media-streams"
+            "this provider's requests are unsigned: give the stream URL ?token=ACCESS_TOKEN, "
+            "or allow them with --allow-unsigned-media-streams"
         )
     return (
         "telephony endpoints answer only local requests until --twilio-auth-token (or "
@@ -192,8 +198,22 @@ def check_access(
     )
 
 
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=message + "\n", headers=headers)
+def stream_grant(request: web.Request) -> Grant | str | None:
+    """A Telnyx or Plivo stream URL may carry the access token (or a call link) as
+    ``?token=``: those services cannot sign their requests the way Twilio does.
+    The grant when it is valid, why not when it is not, None when none was given."""
+    gatekeeper = request.app.get(GATEKEEPER)
+    given = request.query.get("token") or request.headers.get("Authorization", "")
+    if not given or gatekeeper is None or not gatekeeper.enabled:
+        return None
+    try:
+        return gatekeeper.check(given if " " in given else f"Bearer {given}")
+    except InvalidToken as exc:
+        return f"the stream's access token is not valid: {exc}"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 @dataclass
@@ -203,7 +223,7 @@ class Telephony:
 
     def refuse(self, request: web.Request, reason: str) -> web.Response:
         log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
-        return _text(403, reason)
+        return _error(403, reason)
 
     async def voice(self, request: web.Request) -> web.Response:
         settings = self.bridge.settings
@@ -220,7 +240,7 @@ class Telephony:
             options = options_from(request.query)
             self.bridge.session_config(options)  # unknown voice
         except ValueError as exc:
-            return _text(400, str(exc))
+            return _error(400, str(exc))
         url = stream_url(request, settings.public_url)
         log.info(
             "twilio call %s: voice webhook answered, stream %s",
@@ -237,12 +257,16 @@ class Telephony:
 
     async def stream(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         bridge = self.bridge
-        denied = check_access(request, bridge.settings, signed=dialect.name == "twilio")
-        if denied:
-            return self.refuse(request, denied)
+        grant = stream_grant(request) if dialect.name != "twilio" else None
+        if isinstance(grant, str):
+            return self.refuse(request, grant)
+        if grant is None:
+            denied = check_access(request, bridge.settings, signed=dialect.name == "twilio")
+            if denied:
+                return self.refuse(request, denied)
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES)
         if not ws.can_prepare(request).ok:
-            return _text(
+            return _error(
                 400, "this is a WebSocket endpoint (Connection: Upgrade, Upgrade: websocket)"
             )
         query = {k: request.query[k] for k in OPTION_KEYS if k in request.query}
@@ -250,7 +274,7 @@ class Telephony:
             bridge,
             ws,
             dialect,
-            lambda parameters: options_from({**query, **parameters}),
+            lambda parameters: (grant or FULL_ACCESS).bind(options_from({**query, **parameters})),
             peer_timeout=bridge.settings.peer_timeout,
             peer=request.remote or "?",
         )
@@ -259,7 +283,7 @@ class Telephony:
                 await ws.prepare(request)
                 started = await call.start()
         except CapacityError as exc:  # logged and counted by the registry
-            return _text(503, str(exc), {"Retry-After": str(self.retry_after_s)})
+            return _error(503, str(exc), {"Retry-After": str(self.retry_after_s)})
         if started:
             await call.run()
         return ws

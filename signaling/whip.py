@@ -13,7 +13,8 @@ RFC says: the model hears and sees the caller, who hears nothing back. Our exten
 two-way voice call over WHIP. (aiortc derives both answers from the offer; the call
 plays an unsent reply into nothing so its turn-taking stays the same.)
 
-Errors are plain text: 400 bad SDP or sdpfrag, 401 when an authorizer refuses, 404
+Errors are plain text: 400 bad SDP or sdpfrag, 401 without the access token or a valid
+call link when one is required (429 past the rate limit), 404
 unknown session, 405 wrong method, 412 ``If-Match`` mismatch, 413 too large, 415 wrong
 ``Content-Type``, 422 ICE restart, 502 realtime service trouble, 503 + ``Retry-After``
 at capacity.
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -39,6 +40,8 @@ from omni_rtc.ice import resolve_ice_servers
 from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
 from omni_rtc.transports.webrtc import WebRtcCall
 
+from .auth import Grant, admit_call, require_auth
+from .server import PLAIN_TEXT_BY_DESIGN
 from .validation import MAX_INSTRUCTIONS_CHARS, MAX_VOICE_CHARS, MODES
 from .whip_sdp import WhipError, link_header, parse_offer, parse_sdpfrag
 
@@ -51,9 +54,6 @@ MAX_CANDIDATES = 64
 """Remote candidates one session may trickle (each makes the bridge send ICE checks)."""
 ENDED_KEPT_S = 60.0
 """How long the resource of a call that ended without a DELETE is kept for that DELETE."""
-
-Authorizer = Callable[[web.Request], Awaitable[bool]]
-"""Hook for request authentication (401 when it returns False); None accepts everyone."""
 
 
 @dataclass
@@ -82,7 +82,6 @@ class WhipSession:
 class Whip:
     bridge: Bridge
     retry_after_s: int
-    authorize: Authorizer | None
     sessions: dict[str, WhipSession] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- routing
@@ -120,9 +119,20 @@ class Whip:
         for server in resolve_ice_servers(self.bridge.settings, user="omni-rtc-whip"):
             headers.add("Link", link_header(server))
 
-    async def check_auth(self, request: web.Request) -> None:
-        if self.authorize is not None and not await self.authorize(request):
-            raise WhipError(401, "authentication required", {"WWW-Authenticate": "Bearer"})
+    def check_auth(self, request: web.Request, *, new_call: bool = False) -> Grant:
+        """The app's access check (token or call link; the rate limit for a new call),
+        its JSON refusal turned into WHIP's text one."""
+        try:
+            return admit_call(request) if new_call else require_auth(request)
+        except web.HTTPException as exc:
+            try:
+                message = str(json.loads(exc.text or "{}")["error"])
+            except (ValueError, KeyError):
+                message = exc.reason
+            keep = ("WWW-Authenticate", "Retry-After")
+            raise WhipError(
+                exc.status, message, {k: v for k, v in exc.headers.items() if k in keep}
+            ) from None
 
     def session(self, request: web.Request, *, live: bool = True) -> WhipSession:
         self.forget_ended()
@@ -136,11 +146,11 @@ class Whip:
     # ---------------------------------------------------------------- POST /whip
 
     async def create(self, request: web.Request) -> web.Response:
-        await self.check_auth(request)
+        grant = self.check_auth(request, new_call=True)
         if request.content_type.lower() != SDP:
             raise WhipError(415, f"send the SDP offer as {SDP}", {"Accept-Post": SDP})
         sdp = await read_text(request, self.bridge.settings.max_body_bytes, "SDP offer")
-        options = parse_options(request)
+        options = grant.bind(parse_options(request))
         offer = parse_offer(sdp)
         self.forget_ended()
         try:
@@ -201,7 +211,7 @@ class Whip:
     # ---------------------------------------------------------------- PATCH <resource>
 
     async def trickle(self, request: web.Request) -> web.Response:
-        await self.check_auth(request)
+        self.check_auth(request)
         session = self.session(request)
         if request.content_type.lower() != SDPFRAG:
             raise WhipError(415, f"send candidates as {SDPFRAG}", {"Accept-Patch": SDPFRAG})
@@ -239,7 +249,7 @@ class Whip:
     # ---------------------------------------------------------------- DELETE <resource>
 
     async def delete(self, request: web.Request) -> web.Response:
-        await self.check_auth(request)
+        self.check_auth(request)
         session = self.session(request, live=False)
         self.drop(session.id)
         await self.bridge.calls.close(session.id, "hangup")  # False: it had ended on its own
@@ -263,10 +273,9 @@ def add_whip_routes(
     bridge: Bridge,
     *,
     retry_after_s: int = 15,
-    authorize: Authorizer | None = None,
 ) -> Whip:
-    """Serve WHIP on ``app`` at ``/whip``; ``authorize`` is the hook for authentication."""
-    whip = Whip(bridge, retry_after_s, authorize)
+    """Serve WHIP on ``app`` at ``/whip``, behind the app's access check (signaling.auth)."""
+    whip = Whip(bridge, retry_after_s)
     app[WHIP] = whip
     app.router.add_route("*", ENDPOINT, whip.endpoint)
     app.router.add_route("*", ENDPOINT + "/{resource_id}", whip.resource)
@@ -285,7 +294,10 @@ async def _add_candidate(session: WhipSession, candidate: RTCIceCandidate) -> No
 
 
 def text_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=message + "\n", headers=headers)
+    """WHIP errors are plain text (RFC 9725 clients show them), not the API's JSON."""
+    response = web.Response(status=status, text=message + "\n", headers=headers)
+    response[PLAIN_TEXT_BY_DESIGN] = True
+    return response
 
 
 async def read_text(request: web.Request, limit: int, what: str) -> str:

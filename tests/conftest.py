@@ -13,6 +13,7 @@ from omni_rtc.config import Settings
 from omni_rtc.emulator import Emulator, EmulatorConfig
 from omni_rtc.ice import restrict_host_addresses
 from signaling.app import MANAGER, METRICS, create_app
+from signaling.server import make_runner
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -68,7 +69,7 @@ async def run_bridge(
         app = create_app(settings, upstream_url or emu.url)
         for prefix, directory in (static or {}).items():
             app.router.add_static(prefix, directory)
-        runner = web.AppRunner(app)
+        runner = make_runner(app, http_timeout=settings.http_timeout)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

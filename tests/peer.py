@@ -105,8 +105,11 @@ class TestPeer:
         audio: MediaStreamTrack,
         video: MediaStreamTrack | None = None,
         configuration: RTCConfiguration | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url
+        self.headers = headers or {}
+        """Sent on /offer and DELETE (e.g. Authorization)."""
         self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.audio = audio
         self.video = video
@@ -142,7 +145,7 @@ class TestPeer:
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", **options}
         async with (
             aiohttp.ClientSession() as http,
-            http.post(f"{self.base_url}/offer", json=body) as response,
+            http.post(f"{self.base_url}/offer", json=body, headers=self.headers) as response,
         ):
             data = await response.json()
             if response.status != 200:
@@ -187,7 +190,7 @@ class TestPeer:
     async def hangup(self) -> int:
         async with (
             aiohttp.ClientSession() as http,
-            http.delete(f"{self.base_url}/calls/{self.call_id}") as response,
+            http.delete(f"{self.base_url}/calls/{self.call_id}", headers=self.headers) as response,
         ):
             return response.status
 

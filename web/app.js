@@ -51,6 +51,22 @@
   };
   const SERVER_SILENT_MS = 1200;  // no pong and no reply packet this long: the server is gone
 
+  // ------------------------------------------------------------------ access (call links)
+  // The one place that knows about tokens: ?token=... (a call link from `omni-rtc token`,
+  // or the access token) goes to the server as a Bearer header on every API request.
+  const accessToken = params.get("token");
+
+  function authHeaders(extra = {}) {
+    return accessToken ? { ...extra, Authorization: `Bearer ${accessToken}` } : extra;
+  }
+
+  function refusalMessage(status, body) {
+    if (status === 401) {
+      return accessToken ? "This call link is invalid or has expired." : "This server needs a call link: open the link you were given.";
+    }
+    return body.error || `the server refused the call (HTTP ${status})`;
+  }
+
   // ------------------------------------------------------------------ UI helpers
 
   function showError(message) {
@@ -131,7 +147,7 @@
   // ------------------------------------------------------------------ configuration
 
   async function loadConfig() {
-    const response = await fetch("config");
+    const response = await fetch("config", { headers: authHeaders() });
     if (!response.ok) throw new Error(`cannot load /config (HTTP ${response.status})`);
     config = await response.json();
     debug.config = config;
@@ -265,14 +281,14 @@
       const response = await fetch("offer", {
         signal: AbortSignal.timeout(20000),
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: authHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify({
           sdp: pc.localDescription.sdp, type: "offer", mode,
           voice: ui.voice.value || undefined, instructions: ui.instructions.value.trim() || undefined,
         }),
       });
       const body = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(body.error || `the server refused the call (HTTP ${response.status})`);
+      if (!response.ok) throw new Error(refusalMessage(response.status, body));
       debug.callId = body.call_id;
       await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     } catch (err) {
@@ -349,7 +365,7 @@
   function endCall(notifyServer) {
     const callId = debug.callId;
     if (notifyServer && callId) {
-      fetch(`calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+      fetch(`calls/${encodeURIComponent(callId)}`, { method: "DELETE", keepalive: true, headers: authHeaders() }).catch(() => {});
     }
     debug.callId = null;
     ended = true;

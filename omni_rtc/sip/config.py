@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
-from omni_rtc.config import Settings, add_serve_arguments
+from omni_rtc.config import OPTIONS, Settings, add_serve_arguments
 from omni_rtc.sip.server import SipConfig
 
 SIP_FLAGS = (
@@ -23,7 +23,7 @@ SIP_FLAGS = (
 def add_sip_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
-    add_serve_arguments(parser, environ, only=SIP_FLAGS)
+    add_serve_arguments(parser, environ, options=[o for o in OPTIONS if o.flag in SIP_FLAGS])
 
 
 def sip_config(args: argparse.Namespace) -> SipConfig:

@@ -246,4 +246,5 @@ async def test_browser_call_from_the_page_mounted_under_a_prefix(
         assert bridge.calls.active == 1
         await page.click("#hangup")
         await asyncio.wait_for(emu.sessions[0].closed.wait(), 5)
+        # the upstream closes first; the call leaves the registry when its close finishes
         await wait_for(lambda: bridge.calls.active == 0, 5)

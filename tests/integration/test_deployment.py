@@ -59,6 +59,19 @@ def test_compose_file_is_valid_and_bridge_env_vars_are_known_to_the_cli() -> Non
     assert bridge_env["OMNI_RTC_RTP_PORTS"] == "40000-40199"
 
 
+def test_compose_bridge_needs_the_access_token_and_trusts_only_its_proxy_network() -> None:
+    from omni_rtc.config import Settings
+
+    env = {k: str(v) for k, v in compose_config()["services"]["bridge"]["environment"].items()}
+    env["OMNI_RTC_TURN_SECRET"] = "0123456789abcdef0123"
+    with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0 without an access"):
+        Settings.from_argv([], environ=env)
+    settings = Settings.from_argv([], environ={**env, "OMNI_RTC_ACCESS_TOKEN": "a" * 32})
+    assert settings.auth_required
+    assert settings.call_rate == (20, 60.0)
+    assert settings.trusted_proxies == ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
 def test_env_example_documents_every_variable_of_the_compose_file() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", compose))

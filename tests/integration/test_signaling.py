@@ -192,14 +192,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_upstream_unreachable_is_502_with_reason() -> None:
+async def test_upstream_unreachable_is_502_naming_the_failure_not_the_url(caplog) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}/api-ws/v1/realtime"
     async with run_bridge(["--api-key", KEY, "--connect-timeout", "2"], upstream_url=url) as bridge:
         status, text, _ = await post(bridge.url, {"type": "offer", "sdp": await offer_sdp()})
         metrics = bridge.metrics.render().decode()
     assert status == 502
-    assert f"cannot reach realtime service at ws://127.0.0.1:{port}" in text
+    assert text == "the realtime service is unreachable"
+    assert str(port) not in text  # the internal URL and the OS error go to the log only
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"ws://127.0.0.1:{port}" in w and "refused" in w.lower() for w in warnings)
     assert KEY not in text
     assert (
         'omni_rtc_calls_failed_total{reason="upstream_unavailable",transport="webrtc"} 1.0'

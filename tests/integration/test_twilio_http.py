@@ -15,6 +15,7 @@ from twilio.request_validator import RequestValidator
 
 from omni_rtc import Bridge as OmniBridge
 from omni_rtc.emulator import Emulator, EmulatorConfig
+from signaling.tokens import mint
 from tests.conftest import run_bridge
 from tests.helpers import wait_for
 from tests.integration.test_twilio import only_call, ws_url
@@ -219,3 +220,24 @@ async def test_telnyx_and_plivo_need_an_explicit_opt_in_when_a_twilio_token_is_s
         unsigned_twilio = await post_voice(bridge.url, headers=headers)
     assert refused.value.status == 403
     assert unsigned_twilio[0] == 403  # the token still guards Twilio's own routes
+
+
+async def test_a_telnyx_or_plivo_stream_may_carry_the_access_token() -> None:
+    access = "an-access-token-of-32-characters"
+    far = {"X-Forwarded-For": "203.0.113.9"}  # from elsewhere: not a local test
+    async with run_bridge(["--access-token", access]) as bridge:
+        base = ws_url(bridge, "plivo")
+        async with aiohttp.ClientSession() as session:
+            for query in ("", "?token=wrong"):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(base + query, headers=far)
+                assert refused.value.status == 403
+        link = mint(access, 600, voice="Serena")  # a call link fixes the voice
+        peer = MediaStreamPeer(f"{base}?token={link}&voice=Ethan", dialect="plivo", headers=far)
+        try:
+            await peer.connect()
+            await wait_for(lambda: bridge.manager.active == 1, timeout=10)
+            voice = only_call(bridge).conversation.session.voice
+        finally:
+            await peer.close()
+    assert voice == "Serena"

@@ -368,27 +368,36 @@ async def test_patch_errors() -> None:
         assert reply.headers["Content-Type"].startswith("text/plain")
 
 
-async def test_authorizer_hook_answers_401() -> None:
-    async def only_bearer_secret(request) -> bool:
-        return request.headers.get("Authorization") == "Bearer let-me-in"
+async def test_the_access_token_and_call_links_guard_whip() -> None:
+    from signaling.tokens import mint
 
-    async with run_bridge() as bridge:
-        bridge.app[WHIP].authorize = only_bearer_secret
+    token = "whip-access-token-0123456789abcdef"
+    async with run_bridge(["--access-token", token, "--rate-limit", "0"]) as bridge:
         sdp = await offer_sdp()
         refused = await post(bridge, sdp)
+        wrong = await request(
+            "POST", bridge.url + "/whip", sdp, {"Content-Type": SDP, "Authorization": "Bearer no"}
+        )
+        link = mint(token, 60, voice="Ethan")
         allowed = await request(
             "POST",
-            bridge.url + "/whip",
+            bridge.url + "/whip?voice=Cherry",
             sdp,
-            {"Content-Type": SDP, "Authorization": "Bearer let-me-in"},
+            {"Content-Type": SDP, "Authorization": f"Bearer {link}"},
         )
+        call = bridge.manager.list()[0]
+        voice = call.conversation.session.voice
         location = allowed.headers["Location"]
         delete_refused = await request("DELETE", bridge.url + location)
         delete_allowed = await request(
-            "DELETE", bridge.url + location, headers={"Authorization": "Bearer let-me-in"}
+            "DELETE", bridge.url + location, headers={"Authorization": f"Bearer {token}"}
         )
     assert refused.status == 401
-    assert refused.headers["WWW-Authenticate"] == "Bearer"
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert refused.headers["Content-Type"].startswith("text/plain")
+    assert "access token" in refused.text
+    assert wrong.status == 401
     assert allowed.status == 201
+    assert voice == "Ethan"  # the call link binds the voice, whatever the query says
     assert delete_refused.status == 401
     assert delete_allowed.status == 200

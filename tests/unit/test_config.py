@@ -117,3 +117,87 @@ def test_every_option_has_an_env_var_and_help() -> None:
     for option in OPTIONS:
         assert option.env in ENV_VARS
         assert option.help
+
+
+def test_access_settings_from_flags_and_env(tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789\n")
+    env = {
+        "OMNI_RTC_HOST": "0.0.0.0",
+        "OMNI_RTC_ACCESS_TOKEN_FILE": str(token_file),
+        "OMNI_RTC_RATE_LIMIT": "5/s",
+        "OMNI_RTC_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7",
+        "OMNI_RTC_ALLOWED_ORIGINS": "https://App.example.org/,http://localhost:3000",
+        "OMNI_RTC_HTTP_TIMEOUT": "3",
+    }
+    settings = Settings.from_argv([], environ=env)
+    assert settings.access_token == "from-a-file-0123456789"
+    assert settings.auth_required
+    assert settings.call_rate == (5, 1.0)
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.7/32")
+    assert settings.allowed_origins == ("https://app.example.org", "http://localhost:3000")
+    assert settings.http_timeout == 3.0
+    assert "from-a-file" not in repr(settings)
+    # repeatable flags replace the environment's list (flags win)
+    flagged = Settings.from_argv(["--allowed-origin", "*"], environ=env)
+    assert flagged.allowed_origins == ("*",)
+    assert Settings.from_argv([], environ={}).call_rate == (20, 60.0)  # on by default
+    assert Settings.from_argv(["--rate-limit", "0"], environ={}).call_rate is None
+
+
+def test_a_non_loopback_host_needs_a_token_or_an_explicit_no_auth() -> None:
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
+        with pytest.raises(ValueError, match=f"refusing to listen on {host} without an access"):
+            Settings.from_argv(["--host", host], environ={})
+        assert Settings.from_argv(["--host", host, "--no-auth"], environ={}).no_auth
+        assert Settings.from_argv(["--host", host], environ={"OMNI_RTC_NO_AUTH": "1"}).no_auth
+        token = ["--host", host, "--access-token", "0123456789abcdef"]
+        assert Settings.from_argv(token, environ={}).auth_required
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.5"):
+        assert not Settings.from_argv(["--host", host], environ={}).auth_required
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--access-token", "tab\tinside-0123456789"], {}, "printable ASCII"),
+        (["--access-token", "has spaces in it 0123"], {}, "printable ASCII"),
+        (["--access-token", "0123456789abcdef", "--no-auth"], {}, "contradict"),
+        (["--access-token-file", "/nonexistent/token"], {}, "cannot read --access-token-file"),
+        (
+            ["--access-token", "0123456789abcdef"],
+            {"OMNI_RTC_ACCESS_TOKEN_FILE": "/x"},
+            "not both",
+        ),
+        ([], {"OMNI_RTC_NO_AUTH": "maybe"}, "OMNI_RTC_NO_AUTH='maybe' is invalid"),
+        ([], {"OMNI_RTC_RATE_LIMIT": "lots"}, "OMNI_RTC_RATE_LIMIT"),
+        ([], {"OMNI_RTC_ACCESS_TOKEN": "caf\u00e9-0123456789abcdef"}, "printable ASCII"),
+        ([], {"OMNI_RTC_TRUSTED_PROXIES": "caddy"}, "OMNI_RTC_TRUSTED_PROXIES"),
+        ([], {"OMNI_RTC_ALLOWED_ORIGINS": "https://x.org/path"}, "OMNI_RTC_ALLOWED_ORIGINS"),
+    ],
+)
+def test_invalid_access_settings(argv, env, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_argv(argv, environ=env)
+
+
+def test_an_invalid_env_var_does_not_matter_when_its_flag_is_given() -> None:
+    env = {"OMNI_RTC_PORT": "eighty", "OMNI_RTC_ALLOWED_ORIGINS": "nope"}
+    settings = Settings.from_argv(
+        ["--port", "81", "--allowed-origin", "https://a.example.org"], environ=env
+    )
+    assert settings.port == 81
+    assert settings.allowed_origins == ("https://a.example.org",)
+
+
+def test_secret_env_values_are_not_echoed_in_errors() -> None:
+    with pytest.raises(ValueError, match="printable ASCII") as info:
+        Settings.from_argv([], environ={"OMNI_RTC_ACCESS_TOKEN": "sk-s\u00e9cret"})
+    assert "cret" not in str(info.value)
+
+
+def test_a_short_token_works_but_is_flagged_as_weak() -> None:
+    short = Settings.from_argv(["--access-token", "s3cret"], environ={})
+    assert short.auth_required
+    assert short.weak_access_token
+    assert not Settings.from_argv(["--access-token", "x" * 16], environ={}).weak_access_token
