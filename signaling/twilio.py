@@ -22,7 +22,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
 from aiohttp import web
@@ -34,8 +34,9 @@ from omni_rtc.transports.media_stream_dialects import DIALECTS, MAX_FRAME_BYTES,
 from omni_rtc.transports.twilio import MediaStreamCall
 
 from .auth import FULL_ACCESS, GATEKEEPER, Grant
+from .body import read_body
 from .tokens import InvalidToken
-from .validation import MAX_INSTRUCTIONS_CHARS, MAX_VOICE_CHARS, MODES, BadRequest
+from .validation import MAX_INSTRUCTIONS_CHARS, MAX_VOICE_CHARS, MODES, BadRequest, decode_utf8
 
 log = logging.getLogger("omni_rtc.telephony")
 
@@ -228,9 +229,13 @@ class Telephony:
     async def voice(self, request: web.Request) -> web.Response:
         settings = self.bridge.settings
         params: list[tuple[str, str]] = []
-        if request.method == "POST":
-            form = await request.post()
-            params = [(k, v) for k, v in form.items() if isinstance(v, str)]
+        if request.method == "POST":  # Twilio posts a form; bounded in size and time
+            try:
+                body = decode_utf8(await read_body(request))
+            except BadRequest as exc:
+                return _error(exc.status, str(exc))
+            if request.content_type == "application/x-www-form-urlencoded":
+                params = parse_qsl(body, keep_blank_values=True)
         denied = check_access(request, settings, signed=True, params=params)
         if denied:
             return self.refuse(request, denied)
