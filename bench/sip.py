@@ -44,6 +44,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """The process and its children (worker processes)."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                total += cpu_seconds(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 class Rtp(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.arrivals: list[float] = []
@@ -117,7 +133,10 @@ def pcmu_payloads(seconds: float) -> list[bytes]:
     return [encoder.encode(pcm_frame(tone[i : i + 320], 8000))[0] for i in range(0, len(tone), 320)]
 
 
-async def load_step(n: int, seconds: float, server_pid: int) -> dict[str, float]:
+async def load_step(
+    n: int, seconds: float, server_pid: int, *, tree: bool = False
+) -> dict[str, float]:
+    cpu_of = tree_cpu_seconds if tree else cpu_seconds
     loop = asyncio.get_running_loop()
     calls: list[Call] = []
     for i in range(n):
@@ -134,7 +153,7 @@ async def load_step(n: int, seconds: float, server_pid: int) -> dict[str, float]
         await asyncio.sleep(0.5)
         for call in calls:
             call.rtp_proto.arrivals.clear()
-        cpu0, t0 = cpu_seconds(server_pid), time.monotonic()
+        cpu0, t0 = cpu_of(server_pid), time.monotonic()
         ticks = int(seconds * 50)
         for tick in range(ticks):
             due = t0 + tick * 0.02
@@ -149,7 +168,7 @@ async def load_step(n: int, seconds: float, server_pid: int) -> dict[str, float]
                 call.rtp.sendto(bytes(header) + payload, call.remote_rtp)
         await asyncio.sleep(0.3)
         elapsed = time.monotonic() - t0
-        cpu = (cpu_seconds(server_pid) - cpu0) / elapsed
+        cpu = (cpu_of(server_pid) - cpu0) / elapsed
         received, gaps = [], []
         for call in calls:
             arrivals = [a for a in call.rtp_proto.arrivals if a <= t0 + seconds]

@@ -66,11 +66,14 @@ class Bridge:
         *,
         upstream_url: str | None = None,
         metrics: Metrics | None = None,
+        call_id_prefix: str = "",
         **options: Any,
     ) -> None:
         if settings is not None and options:
             raise TypeError("give either Settings or keyword options, not both")
         self.settings = settings or Settings(**options)
+        self.call_id_prefix = call_id_prefix
+        """Worker processes put their index here, so the front routes by call id."""
         sctp_guard.install()
         use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
@@ -203,7 +206,7 @@ class Bridge:
             sink=sink,
             metrics=self.metrics,
             executor=self.executor,
-            call_id=call_id or secrets.token_urlsafe(16),
+            call_id=call_id or self.call_id_prefix + secrets.token_urlsafe(16),
             transport=transport,
             chunk_ms=settings.chunk_ms,
             video_fps=settings.video_fps,

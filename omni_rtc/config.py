@@ -235,8 +235,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--max-calls",
         "OMNI_RTC_MAX_CALLS",
-        "concurrent calls this process accepts (6 A/V calls use ~85% of a core: bench/calls.py)",
+        "concurrent calls each worker process accepts (6 A/V calls use ~85% of a core: "
+        "bench/calls.py); /healthz shows the sum",
         6,
+        positive_int,
+    ),
+    Option(
+        "--workers",
+        "OMNI_RTC_WORKERS",
+        "worker processes that hold the calls, behind one front process that owns HTTP "
+        "(default: the number of CPUs this process may use; 1 = a single process)",
+        None,
         positive_int,
     ),
     Option(
@@ -661,6 +670,8 @@ class Settings:
     vad_silence_ms: int = 800
     video_fps: float = 2.0
     max_calls: int = 6
+    workers: int | None = None
+    """None: one per CPU this process may use (see :attr:`worker_count`)."""
     ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
     bridge_ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
     turn_secret: str | None = field(default=None, repr=False)
@@ -831,6 +842,16 @@ class Settings:
     def call_rate(self) -> tuple[int, float] | None:
         """(calls, per seconds) each client may start, or None for no limit."""
         return parse_rate(self.rate_limit or DEFAULT_RATE_LIMIT)
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes hold calls: ``--workers``, else the CPUs we may run on."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     @property
     def own_ice_servers(self) -> tuple[IceServer, ...]:

@@ -33,9 +33,13 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), prefix: str = "") -> None:
+    """``prefix`` names the process (worker ``w1``) in every line."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    where = f"[{prefix}] " if prefix else ""
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)-7s {where}%(name)s: %(message)s")
+    )
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

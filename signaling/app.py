@@ -212,31 +212,39 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None) -> web.Application:
-    """The bridge's HTTP side; mountable under a prefix (every URL the page uses is relative).
-
-    The bridge starts and closes with the application.
-    """
-    settings = bridge.settings
+def edge_application(
+    settings: Settings, *, page: bool = True, web_dir: Path | None = None
+) -> web.Application:
+    """What every public application of ours has: JSON errors, CORS, the access check,
+    security headers, bounded bodies, the page and ``/config``."""
     cors = Cors(settings.allowed_origins)
     app = web.Application(
         client_max_size=settings.max_body_bytes, middlewares=[errors_as_json, cors.middleware]
     )
-    app[BRIDGE] = bridge
     app[SETTINGS] = settings
-    app[METRICS] = bridge.metrics
-    app[MANAGER] = bridge.calls
     app[GATEKEEPER] = Gatekeeper.from_settings(settings)
     app[BODY_TIMEOUT] = settings.http_timeout
     app.on_response_prepare.append(security_headers)
     app.on_response_prepare.append(cors.on_response_prepare)
-    app.on_startup.append(_startup)
-    app.on_shutdown.append(_shutdown)
     if page:
         app[WEB_DIR] = web_dir or find_web_dir()
         app.router.add_get("/", index)
         app.router.add_static("/static/", app[WEB_DIR], append_version=False)
     app.router.add_get("/config", get_config)
+    return app
+
+
+def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None) -> web.Application:
+    """The bridge's HTTP side; mountable under a prefix (every URL the page uses is relative).
+
+    The bridge starts and closes with the application.
+    """
+    app = edge_application(bridge.settings, page=page, web_dir=web_dir)
+    app[BRIDGE] = bridge
+    app[METRICS] = bridge.metrics
+    app[MANAGER] = bridge.calls
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/calls/{call_id}", delete_call)
     app.router.add_get("/healthz", healthz)

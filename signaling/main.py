@@ -15,6 +15,7 @@ from omni_rtc.bridge import Bridge
 from omni_rtc.config import DEFAULT_RATE_LIMIT, Settings
 from omni_rtc.ice import restrict_host_addresses
 from omni_rtc.log import setup_logging
+from omni_rtc.sip.server import SipServer
 from omni_rtc.transports.sip import start_sip
 
 from .app import build_app
@@ -23,7 +24,7 @@ from .server import make_runner
 log = logging.getLogger("omni_rtc")
 
 
-def _secrets(settings: Settings) -> list[str]:
+def secrets_of(settings: Settings) -> list[str]:
     found = [settings.api_key or "", settings.turn_secret or "", settings.access_token or ""]
     found.append(settings.twilio_auth_token or "")
     found += [s.credential or "" for s in (*settings.ice_servers, *settings.bridge_ice_servers)]
@@ -81,6 +82,10 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
         lines.append("  access: OPEN (--no-auth): anyone who reaches this server can start calls")
     else:
         lines.append("  access: no token needed on loopback (set --access-token to require one)")
+    if settings.worker_count > 1:
+        lines.append(
+            f"  workers: {settings.worker_count} processes, up to {settings.max_calls} calls each"
+        )
     for listen in settings.sip_listen:
         allowed = ", ".join(settings.sip_allow) or "nobody without credentials"
         auth = " + digest auth" if settings.sip_user else ""
@@ -98,13 +103,25 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
     return "\n".join(lines)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    bridge = Bridge(settings)
-    await bridge.start()
-    upstream = bridge.upstream_url
-    app = build_app(bridge)
-    sip_config = settings.sip_config()
-    sip = await start_sip(bridge, sip_config) if sip_config is not None else None
+class Signals:
+    """SIGINT/SIGTERM: the first asks for a drain, a second one to end calls now."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    def install(self, *signals: int) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in signals or (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.received)
+
+    def received(self) -> None:
+        (self.hurry if self.stop.is_set() else self.stop).set()
+
+
+async def start_public_site(app: web.Application, settings: Settings) -> tuple[web.AppRunner, str]:
+    """The HTTP(S) listener callers reach; returns the runner and the page's URL."""
     runner = make_runner(app, http_timeout=settings.http_timeout, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_ssl_context(settings))
@@ -115,22 +132,17 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         break
     scheme = "https" if settings.tls else "http"
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
-    print(banner(settings, f"{scheme}://{host}:{port}/", upstream), flush=True)
+    return runner, f"{scheme}://{host}:{port}/"
 
-    stop = asyncio.Event()
-    hurry = asyncio.Event()
 
-    def on_signal() -> None:
-        (hurry if stop.is_set() else stop).set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
-    if ready is not None:
-        ready.set()
+async def run_calls_until_signalled(
+    bridge: Bridge, runner: web.AppRunner, sip: SipServer | None, signals: Signals
+) -> None:
+    """Serve until the first signal, drain (up to --drain-seconds, or a second signal),
+    then end every call and release everything."""
+    settings = bridge.settings
     try:
-        await stop.wait()
+        await signals.stop.wait()
         if bridge.calls.active and settings.drain_seconds > 0:
             log.info(
                 "draining: no new calls; %d running calls may go on for up to %.0f s "
@@ -138,7 +150,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                 bridge.calls.active,
                 settings.drain_seconds,
             )
-        await bridge.drain(settings.drain_seconds, hurry)
+        await bridge.drain(settings.drain_seconds, signals.hurry)
     finally:
         log.info("shutting down: ending %d calls", bridge.calls.active)
         await runner.cleanup()
@@ -147,8 +159,32 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             await sip.stop()
 
 
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """One process, or a front process and worker processes (``--workers``)."""
+    if settings.worker_count > 1:
+        from .front import serve_front
+
+        await serve_front(settings, ready=ready)
+    else:
+        await serve_single(settings, ready=ready)
+
+
+async def serve_single(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    bridge = Bridge(settings)
+    await bridge.start()
+    sip_config = settings.sip_config()
+    sip = await start_sip(bridge, sip_config) if sip_config is not None else None
+    runner, url = await start_public_site(build_app(bridge), settings)
+    print(banner(settings, url, bridge.upstream_url), flush=True)
+    signals = Signals()
+    signals.install()
+    if ready is not None:
+        ready.set()
+    await run_calls_until_signalled(bridge, runner, sip, signals)
+
+
 def run(settings: Settings) -> int:
-    setup_logging(settings.log_level, secrets=_secrets(settings))
+    setup_logging(settings.log_level, secrets=secrets_of(settings))
     restrict_host_addresses(settings.ice_host_addresses)
     try:
         asyncio.run(serve(settings))

@@ -217,42 +217,72 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def refuse(request: web.Request, reason: str) -> web.Response:
+    log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
+    return _error(403, reason)
+
+
+def check_options(settings: Settings, options: CallOptions) -> None:
+    """``ValueError`` for an unknown voice or a bad mode (what a call would refuse)."""
+    settings.session_config(
+        voice=options.voice,
+        instructions=options.instructions,
+        manual=None if options.mode is None else options.mode == "manual",
+    )
+
+
+async def voice_webhook(request: web.Request, settings: Settings) -> web.Response:
+    """``/twilio/voice``: TwiML that connects the call to its media stream."""
+    params: list[tuple[str, str]] = []
+    if request.method == "POST":  # Twilio posts a form; bounded in size and time
+        try:
+            body = decode_utf8(await read_body(request))
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
+        if request.content_type == "application/x-www-form-urlencoded":
+            params = parse_qsl(body, keep_blank_values=True)
+    denied = check_access(request, settings, signed=True, params=params)
+    if denied:
+        return refuse(request, denied)
+    try:
+        if any(len(request.query.getall(key, [])) > 1 for key in OPTION_KEYS):
+            raise BadRequest("give each of voice, instructions, mode at most once")
+        options = options_from(request.query)
+        check_options(settings, options)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    url = stream_url(request, settings.public_url)
+    call_sid = dict(params).get("CallSid") or request.query.get("CallSid", "?")
+    log.info("twilio call %s: voice webhook answered, stream %s", call_sid[:64], url)
+    return web.Response(text=twiml(url, options), content_type="text/xml")
+
+
+def admit_stream(
+    request: web.Request, settings: Settings, dialect: Dialect
+) -> tuple[Grant, web.Response | None]:
+    """Who may open this media stream: (grant, None), or (_, the refusal)."""
+    grant = stream_grant(request) if dialect.name != "twilio" else None
+    if isinstance(grant, str):
+        return FULL_ACCESS, refuse(request, grant)
+    if grant is None:
+        denied = check_access(request, settings, signed=dialect.name == "twilio")
+        if denied:
+            return FULL_ACCESS, refuse(request, denied)
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        message = "this is a WebSocket endpoint (Connection: Upgrade, Upgrade: websocket)"
+        return FULL_ACCESS, _error(400, message)
+    return grant or FULL_ACCESS, None
+
+
 @dataclass
 class Telephony:
+    """The routes in a process that holds the calls (no ``--workers``, or a worker)."""
+
     bridge: Bridge
     retry_after_s: int
 
-    def refuse(self, request: web.Request, reason: str) -> web.Response:
-        log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
-        return _error(403, reason)
-
     async def voice(self, request: web.Request) -> web.Response:
-        settings = self.bridge.settings
-        params: list[tuple[str, str]] = []
-        if request.method == "POST":  # Twilio posts a form; bounded in size and time
-            try:
-                body = decode_utf8(await read_body(request))
-            except BadRequest as exc:
-                return _error(exc.status, str(exc))
-            if request.content_type == "application/x-www-form-urlencoded":
-                params = parse_qsl(body, keep_blank_values=True)
-        denied = check_access(request, settings, signed=True, params=params)
-        if denied:
-            return self.refuse(request, denied)
-        try:
-            if any(len(request.query.getall(key, [])) > 1 for key in OPTION_KEYS):
-                raise BadRequest("give each of voice, instructions, mode at most once")
-            options = options_from(request.query)
-            self.bridge.session_config(options)  # unknown voice
-        except ValueError as exc:
-            return _error(400, str(exc))
-        url = stream_url(request, settings.public_url)
-        log.info(
-            "twilio call %s: voice webhook answered, stream %s",
-            dict(params).get("CallSid", "?"),
-            url,
-        )
-        return web.Response(text=twiml(url, options), content_type="text/xml")
+        return await voice_webhook(request, self.bridge.settings)
 
     def stream_handler(self, dialect: Dialect) -> Handler:
         async def stream(request: web.Request) -> web.StreamResponse:
@@ -262,26 +292,18 @@ class Telephony:
 
     async def stream(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         bridge = self.bridge
-        grant = stream_grant(request) if dialect.name != "twilio" else None
-        if isinstance(grant, str):
-            return self.refuse(request, grant)
-        if grant is None:
-            denied = check_access(request, bridge.settings, signed=dialect.name == "twilio")
-            if denied:
-                return self.refuse(request, denied)
+        grant, refused = admit_stream(request, bridge.settings, dialect)
+        if refused is not None:
+            return refused
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES)
-        if not ws.can_prepare(request).ok:
-            return _error(
-                400, "this is a WebSocket endpoint (Connection: Upgrade, Upgrade: websocket)"
-            )
         query = {k: request.query[k] for k in OPTION_KEYS if k in request.query}
         call = MediaStreamCall(
             bridge,
             ws,
             dialect,
-            lambda parameters: (grant or FULL_ACCESS).bind(options_from({**query, **parameters})),
+            lambda parameters: grant.bind(options_from({**query, **parameters})),
             peer_timeout=bridge.settings.peer_timeout,
-            peer=request.remote or "?",
+            peer=request.headers.get("X-Forwarded-For", request.remote or "?")[:64],
         )
         try:
             with bridge.calls.reserve(dialect.name):

@@ -120,19 +120,7 @@ class Whip:
             headers.add("Link", link_header(server))
 
     def check_auth(self, request: web.Request, *, new_call: bool = False) -> Grant:
-        """The app's access check (token or call link; the rate limit for a new call),
-        its JSON refusal turned into WHIP's text one."""
-        try:
-            return admit_call(request) if new_call else require_auth(request)
-        except web.HTTPException as exc:
-            try:
-                message = str(json.loads(exc.text or "{}")["error"])
-            except (ValueError, KeyError):
-                message = exc.reason
-            keep = ("WWW-Authenticate", "Retry-After")
-            raise WhipError(
-                exc.status, message, {k: v for k, v in exc.headers.items() if k in keep}
-            ) from None
+        return check_access(request, new_call=new_call)
 
     def session(self, request: web.Request, *, live: bool = True) -> WhipSession:
         self.forget_ended()
@@ -258,6 +246,22 @@ class Whip:
     async def shutdown(self, app: web.Application) -> None:
         for resource_id in list(self.sessions):
             self.drop(resource_id)
+
+
+def check_access(request: web.Request, *, new_call: bool = False) -> Grant:
+    """The app's access check (token or call link; the rate limit for a new call), its
+    JSON refusal turned into WHIP's text one (also used by the front process)."""
+    try:
+        return admit_call(request) if new_call else require_auth(request)
+    except web.HTTPException as exc:
+        try:
+            message = str(json.loads(exc.text or "{}")["error"])
+        except (ValueError, KeyError):
+            message = exc.reason
+        keep = ("WWW-Authenticate", "Retry-After")
+        raise WhipError(
+            exc.status, message, {k: v for k, v in exc.headers.items() if k in keep}
+        ) from None
 
 
 ENDPOINT_METHODS = "OPTIONS, POST"

@@ -45,6 +45,7 @@ async def call_with_baresip(
     extra_account: str = "",
     aor: str = f"sip:caller@{CLIENT_IP}:5070",
     regint: int = 0,
+    listen_port: int = 5070,
 ) -> BaresipRun:
     require("baresip")
     module, _ = CODECS[codec]
@@ -55,7 +56,7 @@ async def call_with_baresip(
     (conf / "config").write_text(
         "\n".join(
             [
-                f"sip_listen {CLIENT_IP}:5070",
+                f"sip_listen {CLIENT_IP}:{listen_port}",
                 f"audio_source aufile,{wav}",
                 f"audio_player aufile,{out / 'player.wav'}",
                 "module_path /usr/lib/baresip/modules",

@@ -165,6 +165,10 @@
     if (config.emulator) {
       showNotice("Offline mode: the server runs its built-in emulator, which echoes what you say. Set an API key on the server to talk to the real model.");
     }
+    if (config.auth_required && !config.authorized) {
+      // say it now, not after the caller pressed Call and allowed the microphone
+      showError(refusalMessage(401, {}));
+    }
   }
 
   // ------------------------------------------------------------------ media

@@ -23,7 +23,7 @@ import av
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..media.frame_sampler import ImageRefused
-from ..media.jpeg import JpegLimits
+from ..media.jpeg import HARD_MAX_BYTES, JpegLimits
 from ..media.pcm_resampler import PcmResampler
 from ..metrics import Metrics
 from ..realtime.client import RealtimeClient
@@ -63,6 +63,7 @@ FAILED_ENDINGS = frozenset(
 )
 """Endings counted in ``omni_rtc_calls_failed_total`` and logged at WARNING, once each."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MIN_RATE, MAX_RATE = 8000, 192_000
 
 OpenSession = Callable[[SessionConfig], Awaitable[RealtimeClient]]
 Listener = Callable[[ConversationEvent], None]
@@ -306,8 +307,10 @@ class Conversation:
         self.uplink.push_frame(frame)
 
     def push_audio(self, pcm: bytes, rate: int) -> None:
-        """Caller audio as pcm16 mono little-endian at ``rate`` (any rate)."""
-        if len(pcm) < 2 or rate <= 0:
+        """Caller audio as pcm16 mono little-endian at ``rate`` (8 kHz to 192 kHz)."""
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise ValueError(f"audio rate must be {MIN_RATE}..{MAX_RATE} Hz, got {rate}")
+        if len(pcm) < 2:
             return
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm[: len(pcm) // 2 * 2])
@@ -319,7 +322,14 @@ class Conversation:
         self.uplink.watch_video(track)
 
     async def send_image(self, jpeg: bytes) -> bool:
-        """Send one JPEG now; False when the service would refuse it (no audio yet)."""
+        """Send one JPEG now; False when the service would refuse it (no audio yet, or
+        not a JPEG within the service's size limit: then a :class:`CallError` says why)."""
+        if not (jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9"):
+            self.emit(CallError("that image is not a JPEG"))
+            return False
+        if len(jpeg) > HARD_MAX_BYTES:
+            self.emit(CallError(f"that image is over {HARD_MAX_BYTES} bytes"))
+            return False
         try:
             await self.uplink.send_image(jpeg)
         except ImageRefused:

@@ -13,6 +13,7 @@ from typing import cast
 import av
 from av.audio.codeccontext import AudioCodecContext
 
+from omni_rtc.media.resample import Resampler
 from omni_rtc.sip.sdp import Codec
 
 
@@ -26,7 +27,7 @@ class AudioDecoder:
         self._ctx = cast(AudioCodecContext, av.CodecContext.create(name, "r"))
         self._ctx.sample_rate = codec.audio_rate
         self._ctx.layout = "mono"
-        self._resampler: av.AudioResampler | None = None
+        self._resampler: Resampler | None = None
 
     def decode(self, payload: bytes) -> bytes:
         try:
@@ -40,7 +41,7 @@ class AudioDecoder:
                 out += bytes(frame.planes[0])[: frame.samples * 2]
                 continue
             if self._resampler is None:
-                self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+                self._resampler = Resampler(format="s16", layout="mono", rate=self.rate)
             for converted in self._resampler.resample(frame):
                 out += bytes(converted.planes[0])[: converted.samples * 2]
         return out
@@ -59,9 +60,9 @@ class AudioEncoder:
         self._ctx.time_base = fractions.Fraction(1, codec.audio_rate)
         if codec.name == "opus":
             self._ctx.bit_rate = 32_000
-        self._resampler: av.AudioResampler | None = None
+        self._resampler: Resampler | None = None
         if input_rate != codec.audio_rate:
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=codec.audio_rate)
+            self._resampler = Resampler(format="s16", layout="mono", rate=codec.audio_rate)
         self._pts = 0
 
     def encode(self, frame: av.AudioFrame) -> list[bytes]:

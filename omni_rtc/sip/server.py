@@ -8,9 +8,9 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from omni_rtc.sip.auth import Authenticator
 from omni_rtc.sip.handler import SipCall, SipCallHandler
@@ -46,8 +46,28 @@ class SipConfig:
     user_agent: str = "omni-rtc"
 
 
+class MediaFactory(Protocol):
+    """Makes a call's media endpoint: local RTP by default; the front process of
+    ``--workers`` makes one that lives in a worker process."""
+
+    def __call__(
+        self,
+        call_id: str,
+        caller: str,
+        host: str,
+        on_audio: Callable[[bytes, int], None],
+        on_dtmf: Callable[[str, int], None],
+    ) -> RtpEndpoint: ...
+
+
 class SipServer:
-    def __init__(self, config: SipConfig, handler: SipCallHandler) -> None:
+    def __init__(
+        self,
+        config: SipConfig,
+        handler: SipCallHandler,
+        *,
+        media_factory: MediaFactory | None = None,
+    ) -> None:
         if not config.listen:
             raise ValueError("SIP needs at least one --sip-listen address")
         self.config = config
@@ -57,6 +77,7 @@ class SipServer:
             auth, public_address=config.public_address, user_agent=config.user_agent
         )
         self.ports = PortPool(*config.rtp_ports)
+        self._media_factory = media_factory or self._local_media
         self.listeners: list[UdpListener | TcpListener] = []
         self.calls: dict[str, SipCall] = {}
         self.registration: Registration | None = None
@@ -204,6 +225,18 @@ class SipServer:
         self._pending[event.call] = None
         self._spawn(self._answer(event))
 
+    def _local_media(
+        self,
+        call_id: str,
+        caller: str,
+        host: str,
+        on_audio: Callable[[bytes, int], None],
+        on_dtmf: Callable[[str, int], None],
+    ) -> RtpEndpoint:
+        return RtpEndpoint(
+            self.ports, host, on_audio=on_audio, on_dtmf=on_dtmf, idle=self.config.idle_audio
+        )
+
     async def _answer(self, event: CallOffered) -> None:
         if self.config.ring_s > 0:
             self.ua.ringing(event.call)
@@ -212,12 +245,12 @@ class SipServer:
         if event.call not in self._pending:
             return  # cancelled while ringing
         host = self.config.media_host or self.listeners[0].address.host
-        endpoint = RtpEndpoint(
-            self.ports,
+        endpoint = self._media_factory(
+            event.call,
+            event.caller,
             host,
-            on_audio=lambda pcm, rate: self._audio(event.call, pcm, rate),
-            on_dtmf=lambda digit, ms: self._dtmf(event.call, digit, ms),
-            idle=self.config.idle_audio,
+            lambda pcm, rate: self._audio(event.call, pcm, rate),
+            lambda digit, ms: self._dtmf(event.call, digit, ms),
         )
         try:
             port = await endpoint.open()
@@ -304,7 +337,6 @@ class SipServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await call.media.close()
         started = call.id in self._started
         self._started.discard(call.id)
         try:
@@ -313,6 +345,7 @@ class SipServer:
         except Exception:
             log.exception("call %s: call_ended handler failed", call.id)
         finally:
+            await call.media.close()
             self.calls.pop(call.id, None)
         stats = call.media.stats
         log.info(

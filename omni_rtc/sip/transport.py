@@ -75,7 +75,8 @@ class UdpListener(asyncio.DatagramProtocol):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(self.address.host, self.address.port)
+            lambda: self,
+            local_addr=(self.address.host, self.address.port),
         )
         self.port = self.transport.get_extra_info("sockname")[1]
         self._closed = loop.create_future()

@@ -51,6 +51,8 @@ async def test_page_sends_its_call_link_and_explains_a_refused_one(
         refused = await chromium.new_page()
         await refused.goto(f"{bridge.url}/?processing=0&token=not-a-valid-link")
         await wait_js(refused, "window.omni.config !== null", 10)
+        await wait_js(refused, "!document.querySelector('#error').hidden", 5)
+        before_call = await refused.inner_text("#error-text")  # said at once, not after Call
         await refused.click("#call")
         await wait_js(refused, "!document.querySelector('#error').hidden", 15)
         refused_text = await refused.inner_text("#error-text")
@@ -73,5 +75,6 @@ async def test_page_sends_its_call_link_and_explains_a_refused_one(
     # the page's DELETE carried the link (404 if the closed peer connection won the race)
     assert deletes(caplog)[0] in ("204", "404")
     assert refused_text == "This call link is invalid or has expired."
+    assert before_call == refused_text
     assert bare_text == "This server needs a call link: open the link you were given."
     assert calls == 1

@@ -38,7 +38,10 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-async def start(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def start(
+    *args: str, env: dict[str, str] | None = None, new_session: bool = False
+) -> asyncio.subprocess.Process:
+    """``omni-rtc ARGS``; ``new_session`` puts it (and its workers) in a process group."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -47,6 +50,7 @@ async def start(*args: str, env: dict[str, str] | None = None) -> asyncio.subpro
         env=env or clean_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=new_session,
     )
 
 

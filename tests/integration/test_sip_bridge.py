@@ -40,7 +40,7 @@ def say_once(speech_wav: Path, rate: int, channels: int, directory: Path) -> Pat
     """The speech then silence: baresip loops its microphone file, and a caller who
     talks again at once would barge in on the reply."""
     out = directory / f"say-once-{rate}x{channels}.wav"
-    cmd = ["sox", str(speech_wav), "-r", str(rate), "-c", str(channels), str(out), "pad", "0", "8"]
+    cmd = ["sox", str(speech_wav), "-r", str(rate), "-c", str(channels), str(out), "pad", "0", "10"]
     subprocess.run(cmd, check=True)
     return out
 
@@ -50,7 +50,7 @@ async def test_baresip_talks_to_the_model(codec: str, tmp_path: Path, speech_wav
     _, rate = CODECS[codec]
     microphone = say_once(speech_wav, rate, 2 if codec == "opus" else 1, tmp_path)
     async with bridge_with_sip() as (bridge, emulator):
-        run = await call_with_baresip(tmp_path, microphone, codec, seconds=9)
+        run = await call_with_baresip(tmp_path, microphone, codec, seconds=12)
         assert "Call established" in run.log, run.log[-2000:]
         await wait_for(lambda: bridge.calls.active == 0, 10)  # baresip's BYE ended it
         record = emulator.sessions[0]

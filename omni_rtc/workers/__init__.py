@@ -1,0 +1,1 @@
+"""Calls on every core: worker processes that hold calls, managed by a front process."""
