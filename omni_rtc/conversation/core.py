@@ -112,6 +112,7 @@ class Conversation:
         self._reply_resampler = PcmResampler(profile.output_rate, sink.sample_rate)
         sink.on_drained = self._reply_drained
         self.client: RealtimeClient | None = None
+        self.call_started: CallStarted | None = None
         self.state: State = "listening"
         self.stats: dict[str, int] = {"audio_chunks": 0, "images": 0, "barge_ins": 0, "dtmf": 0}
         self.ended_reason: str | None = None
@@ -159,12 +160,16 @@ class Conversation:
         self._listeners.append(listener)
 
     def events(self, limit: int = 1000) -> AsyncIterator[ConversationEvent]:
-        """Iterate events from now on until :class:`Ended` (subscribe before ``start``).
+        """Iterate events until :class:`Ended`. Subscribed after ``start``, the iterator
+        first yields the :class:`CallStarted` and the current state, then what follows.
 
         At most ``limit`` unread events are kept; older streaming transcripts go first.
         """
         queue: deque[ConversationEvent] = deque(maxlen=limit)
+        if self.call_started is not None:
+            queue.extend((self.call_started, StateChanged(self.state)))
         ready = asyncio.Event()
+        ready.set()
 
         def listener(event: ConversationEvent) -> None:
             queue.append(event)
@@ -218,14 +223,13 @@ class Conversation:
         self.spawn(self._upstream.pump(), "upstream")
         self.spawn(self.uplink.run(), "send")
         self.spawn(call_limits.enforce(self, self.limits), "limits")
-        self.emit(
-            CallStarted(
-                call_id=self.id,
-                mode=self.mode,
-                voice=self.session.voice,
-                model=self.client.state.session.get("model"),
-            )
+        self.call_started = CallStarted(
+            call_id=self.id,
+            mode=self.mode,
+            voice=self.session.voice,
+            model=self.client.state.session.get("model"),
         )
+        self.emit(self.call_started)
         self.set_state("listening", force=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:

@@ -178,6 +178,11 @@ class ReplyTrack(MediaStreamTrack):
                 self.on_drained()
         return frame
 
+    def take_frame(self) -> av.AudioFrame:
+        """The next 20 ms frame now, for a consumer that keeps time itself (SIP's shared
+        media clock): reply audio if queued, else silence."""
+        return self._next_frame()
+
     def stop(self) -> None:
         super().stop()
         self._wakeup.set()

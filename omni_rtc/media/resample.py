@@ -38,6 +38,7 @@ class Resampler:
         self._graph: av.filter.Graph | None = None
         self._passthrough = False
         self._template: tuple[str, str, int] | None = None
+        self._pushes = 0
 
     def resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
         if self._graph is None and frame is None:
@@ -54,6 +55,7 @@ class Resampler:
             if signature != self._template:
                 raise ValueError("Frame does not match Resampler setup.")
         self._graph.push(frame)
+        self._pushes += 1
         out: list[av.AudioFrame] = []
         while True:
             try:
@@ -66,6 +68,11 @@ class Resampler:
                 break
             assert isinstance(pulled, av.AudioFrame)
             out.append(pulled)
+            if not self.frame_size and frame is not None and self._pushes % 50:
+                # aformat turns one frame into at most one: asking again would only
+                # raise EAGAIN, which costs PyAV more than the resampling itself (once a
+                # second we do ask, so nothing could ever pile up in the sink)
+                break
         return out
 
     def _setup(self, frame: av.AudioFrame) -> bool:

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from omni_rtc.media.reply_track import ReplyTrack
@@ -35,6 +37,64 @@ class MediaStats:
     """RTCP, comfort noise, unknown payload types, unparseable datagrams."""
     dtmf: int = 0
     first_packet_from: Address | None = None
+
+
+class MediaClock:
+    """One 20 ms beat for every call's outgoing RTP on an event loop.
+
+    A timer per call costs a wake-up per call every 20 ms; one shared beat costs one in
+    all. The beat keeps monotonic time from its start (no drift) and restarts its count
+    if the loop fell more than 100 ms behind, rather than bursting to catch up.
+    """
+
+    FRAME_S = 0.02
+    _clocks: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.endpoints: dict[int, RtpEndpoint] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_running_loop(cls) -> MediaClock:
+        loop = asyncio.get_running_loop()
+        clock = cls._clocks.get(loop)
+        if clock is None:
+            clock = cls._clocks[loop] = cls()
+        return clock
+
+    def add(self, endpoint: RtpEndpoint) -> None:
+        self.endpoints[id(endpoint)] = endpoint
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp-clock")
+
+    async def remove(self, endpoint: RtpEndpoint) -> None:
+        """Stop ticking ``endpoint``; the beat itself stops with the last one."""
+        self.endpoints.pop(id(endpoint), None)
+        task = self._task
+        if not self.endpoints and task is not None:
+            self._task = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        start = time.monotonic()
+        beat = 0
+        while self.endpoints:
+            beat += 1
+            due = start + beat * self.FRAME_S
+            late = time.monotonic() - due
+            if late > 0.1:
+                start, beat = time.monotonic(), 0
+            elif late < 0:
+                await asyncio.sleep(-late)
+            for endpoint in list(self.endpoints.values()):
+                try:
+                    endpoint.tick()
+                except Exception:  # one call's trouble must not stop the others
+                    log.exception("RTP send failed")
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -79,7 +139,7 @@ class RtpEndpoint:
         self._encoder: AudioEncoder | None = None
         self._reorder = ReorderBuffer(reorder_depth)
         self._dtmf = DtmfDetector()
-        self._send_task: asyncio.Task[None] | None = None
+        self._clock: MediaClock | None = None
         self._ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
         self._ts_base = secrets.randbits(32)
@@ -109,8 +169,9 @@ class RtpEndpoint:
         sdp_remote = (choice.remote_address, choice.remote_port)
         if previous is None or (previous.remote_address, previous.remote_port) != sdp_remote:
             self.remote = sdp_remote
-        if self._send_task is None and not self.closed:
-            self._send_task = asyncio.get_running_loop().create_task(self._send_loop())
+        if self._clock is None and not self.closed:
+            self._clock = MediaClock.of_running_loop()
+            self._clock.add(self)
 
     @property
     def on_hold(self) -> bool:
@@ -164,42 +225,40 @@ class RtpEndpoint:
 
     # ----------------------------------------------------------------- send
 
-    async def _send_loop(self) -> None:
+    def tick(self) -> None:
+        """One 20 ms frame of the reply (or silence) out, on the shared clock's beat."""
         track = self.reply_track
-        assert track is not None
-        while not self.closed:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            choice, encoder, remote = self.choice, self._encoder, self.remote
-            if choice is None or encoder is None or remote is None or self._rtp is None:
-                continue
-            if not choice.sending:
-                self._marker = True
-                continue
-            try:
-                payloads = encoder.encode(frame)
-            except (ValueError, OSError) as exc:
-                log.debug("encode failed: %s", exc)
-                continue
-            clock, rate = choice.codec.clock_rate, track.sample_rate
-            timestamp = (self._ts_base + (frame.pts or 0) * clock // rate) & 0xFFFFFFFF
-            for payload in payloads:
-                packet = RtpPacket(
-                    payload_type=choice.payload_type,
-                    marker=1 if self._marker else 0,
-                    sequence_number=self._seq,
-                    timestamp=timestamp,
-                    ssrc=self._ssrc,
-                    payload=payload,
-                )
-                data = packet.serialize()
-                self._rtp.sendto(data, remote)
-                self._marker = False
-                self._seq = (self._seq + 1) & 0xFFFF
-                self.stats.packets_out += 1
-                self.stats.bytes_out += len(data)
+        if track is None or track.readyState != "live":
+            return
+        frame = track.take_frame()
+        choice, encoder, remote = self.choice, self._encoder, self.remote
+        if choice is None or encoder is None or remote is None or self._rtp is None:
+            return
+        if not choice.sending:
+            self._marker = True
+            return
+        try:
+            payloads = encoder.encode(frame)
+        except (ValueError, OSError) as exc:
+            log.debug("encode failed: %s", exc)
+            return
+        clock, rate = choice.codec.clock_rate, track.sample_rate
+        timestamp = (self._ts_base + (frame.pts or 0) * clock // rate) & 0xFFFFFFFF
+        for payload in payloads:
+            packet = RtpPacket(
+                payload_type=choice.payload_type,
+                marker=1 if self._marker else 0,
+                sequence_number=self._seq,
+                timestamp=timestamp,
+                ssrc=self._ssrc,
+                payload=payload,
+            )
+            data = packet.serialize()
+            self._rtp.sendto(data, remote)
+            self._marker = False
+            self._seq = (self._seq + 1) & 0xFFFF
+            self.stats.packets_out += 1
+            self.stats.bytes_out += len(data)
 
     # ----------------------------------------------------------------- teardown
 
@@ -209,10 +268,8 @@ class RtpEndpoint:
         self.closed = True
         if self.reply_track is not None:
             self.reply_track.stop()
-        if self._send_task is not None:
-            self._send_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._send_task
+        if self._clock is not None:
+            await self._clock.remove(self)
         for transport in (self._rtp, self._rtcp):
             if transport is not None:
                 transport.close()

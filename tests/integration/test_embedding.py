@@ -125,6 +125,9 @@ async def test_bring_your_own_peer_connection(attach_when: str) -> None:
         await gateway.setLocalDescription(await gateway.createAnswer())
         assert "a=sendrecv" in gateway.localDescription.sdp
         await caller.setRemoteDescription(gateway.localDescription)
+        events = call.conversation.events()  # subscribed late: the start is replayed
+        first = await anext(events)
+        second = await anext(events)
         await wait_for(lambda: call.conversation.state == "speaking", 15)
         await wait_for(lambda: sum(1 for v in levels if v > 3000) > 10, 5)
         await call.close()
@@ -135,3 +138,5 @@ async def test_bring_your_own_peer_connection(attach_when: str) -> None:
         record = emu.sessions[0]
     assert record.audio_seconds_total > 1.0
     assert call.ended_reason == "hangup"
+    assert first.to_message()["type"] == "call"
+    assert second.to_message() == {"type": "state", "value": "listening"}
