@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .media.jpeg import JpegLimits
 from .realtime.profiles import PROFILES, ProviderProfile, get_profile
@@ -94,6 +95,15 @@ def _switch(text: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise argparse.ArgumentTypeError(f"must be 1 or 0 (true or false), got {text!r}")
+
+
+def _public_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"must look like https://HOST[:PORT][/PREFIX], got {text!r}"
+        )
+    return text.strip().rstrip("/")
 
 
 _RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)s?")
@@ -284,6 +294,31 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--cert-file", "OMNI_RTC_CERT_FILE", "TLS certificate (PEM) to serve HTTPS"),
     Option("--key-file", "OMNI_RTC_KEY_FILE", "TLS private key (PEM) for --cert-file"),
+    Option(
+        "--public-url",
+        "OMNI_RTC_PUBLIC_URL",
+        "this server's public URL as phone providers reach it, https://HOST[:PORT][/PREFIX]: "
+        "the TwiML stream URL (wss://) and signature checks use it (default: each request's "
+        "Host header)",
+        type=_public_url,
+    ),
+    Option(
+        "--twilio-auth-token",
+        "OMNI_RTC_TWILIO_AUTH_TOKEN",
+        "Twilio auth token (or SignalWire signing key): /twilio/voice and /twilio/stream then "
+        "require a valid X-Twilio-Signature, else 403",
+        secret=True,
+    ),
+    Option(
+        "--allow-unsigned-media-streams",
+        "OMNI_RTC_ALLOW_UNSIGNED_MEDIA_STREAMS",
+        "serve /twilio/voice and the media-stream WebSockets without a verified signature to "
+        "anyone who reaches them (default: only requests made directly on loopback, unless "
+        "--twilio-auth-token is set); env: 1 or 0",
+        False,
+        _switch,
+        switch=True,
+    ),
     Option(
         "--chunk-ms",
         "OMNI_RTC_CHUNK_MS",
@@ -645,6 +680,9 @@ class Settings:
     ice_host_addresses: tuple[str, ...] = ()
     cert_file: Path | None = None
     key_file: Path | None = None
+    public_url: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    allow_unsigned_media_streams: bool = False
     chunk_ms: int = 20
     idle_audio: str = "silence"
     jpeg_limits: JpegLimits = field(default_factory=JpegLimits)
@@ -696,6 +734,11 @@ class Settings:
             )
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("--cert-file and --key-file go together")
+        if self.public_url is not None:
+            try:
+                _public_url(self.public_url)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"--public-url {exc}") from None
         for path in (self.cert_file, self.key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file not found: {path}")

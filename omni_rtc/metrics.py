@@ -1,6 +1,6 @@
 """Prometheus metrics for calls, upstream sessions and media (one registry per server).
 
-Call counters carry a ``transport`` label (webrtc, whip, sip, twilio, pipe).
+Call counters carry a ``transport`` label (webrtc, whip, sip, twilio, telnyx, plivo, pipe).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-TRANSPORTS = ("webrtc", "whip", "sip", "twilio", "pipe")
+TRANSPORTS = ("webrtc", "whip", "sip", "twilio", "telnyx", "plivo", "pipe")
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 

@@ -29,6 +29,7 @@ from omni_rtc.realtime.errors import (
 from .auth import GATEKEEPER, Gatekeeper, admit_call, optional_auth, require_auth
 from .body import BODY_TIMEOUT, read_json
 from .cors import Cors
+from .twilio import add_twilio_routes
 from .validation import MODES, BadRequest, parse_offer
 from .whip import add_whip_routes
 
@@ -249,6 +250,7 @@ def build_app(bridge: Bridge, *, page: bool = True, web_dir: Path | None = None)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_whip_routes(app, bridge, retry_after_s=RETRY_AFTER_S)
+    add_twilio_routes(app, bridge, retry_after_s=RETRY_AFTER_S)
     return app
 
 

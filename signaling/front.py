@@ -30,6 +30,7 @@ from .auth import admit_call, require_auth
 from .body import read_body
 from .main import Signals, banner, secrets_of, start_public_site
 from .server import PLAIN_TEXT_BY_DESIGN
+from .twilio_front import add_twilio_front_routes
 from .whip import ENDPOINT, check_access, text_response
 from .whip_sdp import WhipError
 
@@ -210,6 +211,7 @@ def build_front_app(settings: Settings, pool: WorkerPool) -> web.Application:
     app.router.add_route("*", ENDPOINT + "/{resource_id}", whip_resource)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_twilio_front_routes(app, settings, pool, retry_after_s=RETRY_AFTER_S)
     return app
 
 

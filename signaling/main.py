@@ -26,6 +26,7 @@ log = logging.getLogger("omni_rtc")
 
 def secrets_of(settings: Settings) -> list[str]:
     found = [settings.api_key or "", settings.turn_secret or "", settings.access_token or ""]
+    found.append(settings.twilio_auth_token or "")
     found += [s.credential or "" for s in (*settings.ice_servers, *settings.bridge_ice_servers)]
     return [s for s in found if s]
 
@@ -36,6 +37,15 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
     return context
+
+
+def _telephony_line(settings: Settings) -> str:
+    if settings.twilio_auth_token:
+        where = f"{settings.public_url}/twilio/voice" if settings.public_url else "/twilio/voice"
+        return f"Twilio voice webhook {where}, signatures checked"
+    if settings.allow_unsigned_media_streams:
+        return "/twilio/voice and the media streams are OPEN to anyone (no signature check)"
+    return "only local requests until --twilio-auth-token is set (README: Phone numbers)"
 
 
 def banner(settings: Settings, url: str, upstream: str) -> str:
@@ -84,6 +94,7 @@ def banner(settings: Settings, url: str, upstream: str) -> str:
         lines.append("  ICE servers: " + ", ".join(s.urls for s in settings.ice_servers))
     else:
         lines.append("  ICE servers: none (fine on localhost/LAN; use --ice-server for NAT)")
+    lines.append("  phone numbers: " + _telephony_line(settings))
     if not settings.tls and settings.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(
             "  WARNING: browsers allow the camera and microphone only over HTTPS (or on "

@@ -55,6 +55,7 @@ FAILED_ENDINGS = frozenset(
         "internal_error",
         "peer_failed",
         "peer_timeout",
+        "protocol_error",
         "upstream_auth",
         "upstream_closed",
         "upstream_unavailable",

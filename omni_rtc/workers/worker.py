@@ -67,6 +67,10 @@ def worker_settings(spec: WorkerSpec) -> Settings:
         upstream_url=spec.upstream_url or settings.upstream_url,
         rtp_ports=f"{first}-{first + max(2, span) - 1}",
         sip_register=settings.sip_register if spec.index == 0 else None,
+        # the front checks who may open a media stream (the signature is over the public
+        # URL only it sees); nobody else can reach this worker's private socket
+        twilio_auth_token=None,
+        allow_unsigned_media_streams=True,
     )
 
 
