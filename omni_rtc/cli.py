@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import integer, number, positive_number
 from .log import setup_logging
+from .option_values import integer, number, positive_number
 
 Subparsers = argparse._SubParsersAction  # argparse's type for add_subparsers()
 
@@ -178,7 +178,9 @@ def duration(text: str) -> float:
 
 
 def _token_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
-    from .config import OPTIONS, TURN_DETECTION_MODES, add_serve_arguments
+    from .option_parsing import add_serve_arguments
+    from .option_values import TURN_DETECTION_MODES
+    from .options import OPTIONS
 
     p = sub.add_parser(
         "token",
@@ -205,7 +207,9 @@ def _run_token(args: argparse.Namespace) -> int:
 
     from signaling.tokens import mint
 
-    from .config import MIN_TOKEN_CHARS, Settings, check_env_defaults, read_access_token
+    from .config import Settings
+    from .option_parsing import check_env_defaults
+    from .option_values import MIN_TOKEN_CHARS, read_access_token
 
     parser: argparse.ArgumentParser = args.command_parser
     try:
@@ -255,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"omni-rtc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from .config import add_serve_arguments
+    from .option_parsing import add_serve_arguments
 
     serve = sub.add_parser(
         "serve",

@@ -1,604 +1,47 @@
-"""One typed settings object for ``omni-rtc serve``, from CLI flags and environment variables.
-
-Every option is declared once in :data:`OPTIONS` (flag, env var, type, default, help);
-argparse, ``--help`` and the list of known env vars all come from that table.
-"""
+"""One typed settings object for ``omni-rtc serve``, from CLI flags and environment
+variables (the flags themselves are declared in :mod:`omni_rtc.options`)."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from .media.jpeg import JpegLimits
-from .realtime.profiles import PROFILES, ProviderProfile, get_profile
+from .option_parsing import add_serve_arguments, check_env_defaults
+from .option_values import (
+    DEFAULT_RATE_LIMIT,
+    MIN_TOKEN_CHARS,
+    TURN_DETECTION_MODES,
+    cidr,
+    is_loopback,
+    parse_rate,
+    public_url_value,
+    read_access_token,
+    web_origin,
+)
+from .options import ENV_VARS, OPTIONS, options_markdown
+from .realtime.profiles import ProviderProfile, get_profile
 from .realtime.session import SessionConfig
 
 if TYPE_CHECKING:
     from .sip.server import SipConfig
 
-TURN_DETECTION_MODES = ("server_vad", "manual")
-MIN_TOKEN_CHARS = 16
-
-
-@dataclass(frozen=True)
-class Option:
-    flag: str
-    env: str | None
-    help: str
-    default: Any = None
-    type: Callable[[str], Any] = str
-    choices: Sequence[str] | None = None
-    repeatable: bool = False
-    secret: bool = False
-    switch: bool = False
-    """A flag without a value (``--no-auth``); its env var takes 1/0, true/false."""
-
-    @property
-    def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
-
-# Value parsers raise ArgumentTypeError: argparse then prints "argument --flag: MESSAGE"
-# instead of the parser's function name.
-
-
-def integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    value = integer(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    value = number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def non_negative_number(text: str) -> float:
-    value = number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _switch(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"must be 1 or 0 (true or false), got {text!r}")
-
-
-def _public_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
-        raise argparse.ArgumentTypeError(
-            f"must look like https://HOST[:PORT][/PREFIX], got {text!r}"
-        )
-    return text.strip().rstrip("/")
-
-
-_RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)s?")
-_RATE_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-DEFAULT_RATE_LIMIT = "20/min"
-
-
-def parse_rate(text: str) -> tuple[int, float] | None:
-    """``"10/min"`` -> (10, 60.0); ``"0"`` -> None (no limit)."""
-    text = text.strip().lower()
-    if text in ("0", "off"):
-        return None
-    match = _RATE.fullmatch(text)
-    if not match or int(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"must look like 20/min (per s, min or hour) or 0 for no limit, got {text!r}"
-        )
-    return int(match[1]), _RATE_PERIODS[match[2][0]]
-
-
-def _rate(text: str) -> str:
-    parse_rate(text)
-    return text.strip()
-
-
-def _cidr(text: str) -> str:
-    try:
-        return str(ipaddress.ip_network(text.strip(), strict=False))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an IP address or network such as 10.0.0.0/8, got {text!r}"
-        ) from None
-
-
-_ORIGIN = re.compile(r"https?://(?:\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::\d{1,5})?")
-
-
-def _origin(text: str) -> str:
-    origin = text.strip().rstrip("/").lower()
-    if origin != "*" and not _ORIGIN.fullmatch(origin):
-        raise argparse.ArgumentTypeError(
-            f"must be an origin such as https://app.example.org (scheme, host and optional "
-            f"port, no path) or *, got {text!r}"
-        )
-    return origin
-
-
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach ``host`` (a name other than localhost: no)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def read_access_token(path: str) -> str:
-    """The token in a file (e.g. a Docker secret), without surrounding whitespace."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read --access-token-file {path}: {exc}") from None
-    if not token:
-        raise ValueError(f"--access-token-file {path} is empty")
-    return token
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("--host", "OMNI_RTC_HOST", "address to listen on", "127.0.0.1"),
-    Option("--port", "OMNI_RTC_PORT", "port to listen on", 8080, integer),
-    Option(
-        "--provider",
-        "OMNI_RTC_PROVIDER",
-        "realtime provider profile",
-        "dashscope",
-        choices=tuple(PROFILES),
-    ),
-    Option(
-        "--region",
-        "OMNI_RTC_REGION",
-        "provider region when no --upstream-url is given (dashscope: beijing, singapore)",
-    ),
-    Option(
-        "--upstream-url",
-        "OMNI_RTC_UPSTREAM_URL",
-        "realtime WebSocket URL without ?model= (default: the provider's; with no API key "
-        "and no URL the built-in emulator is used)",
-    ),
-    Option(
-        "--api-key",
-        "DASHSCOPE_API_KEY",
-        "API key for the realtime service (openai provider: env OPENAI_API_KEY)",
-        secret=True,
-    ),
-    Option("--model", "OMNI_RTC_MODEL", "model name (default: the provider's default model)"),
-    Option("--voice", "OMNI_RTC_VOICE", "default voice (default: the model's first voice)"),
-    Option("--instructions", "OMNI_RTC_INSTRUCTIONS", "default system instructions"),
-    Option(
-        "--turn-detection",
-        "OMNI_RTC_TURN_DETECTION",
-        "default mode: server_vad (hands-free) or manual (push-to-talk)",
-        "server_vad",
-        choices=TURN_DETECTION_MODES,
-    ),
-    Option(
-        "--vad-threshold",
-        "OMNI_RTC_VAD_THRESHOLD",
-        "server VAD threshold (dashscope -1..1, lower = more sensitive)",
-        0.5,
-        number,
-    ),
-    Option(
-        "--vad-silence-ms",
-        "OMNI_RTC_VAD_SILENCE_MS",
-        "silence that ends a turn in server VAD mode, 200..6000 ms",
-        800,
-        integer,
-    ),
-    Option(
-        "--video-fps",
-        "OMNI_RTC_VIDEO_FPS",
-        "camera frames sent to the model per second, 0.5..2 (0 = no video)",
-        2.0,
-        number,
-    ),
-    Option(
-        "--max-calls",
-        "OMNI_RTC_MAX_CALLS",
-        "concurrent calls each worker process accepts (6 A/V calls use ~85% of a core: "
-        "bench/calls.py); /healthz shows the sum",
-        6,
-        positive_int,
-    ),
-    Option(
-        "--workers",
-        "OMNI_RTC_WORKERS",
-        "worker processes that hold the calls, behind one front process that owns HTTP "
-        "(default: the number of CPUs this process may use; 1 = a single process)",
-        None,
-        positive_int,
-    ),
-    Option(
-        "--ice-server",
-        "OMNI_RTC_ICE_SERVERS",
-        "STUN/TURN server, repeatable: stun:HOST[:PORT] or turn:[USER:PASSWORD@]HOST[:PORT]"
-        "[?transport=udp|tcp] (env: comma-separated; default none, never Google's STUN)",
-        repeatable=True,
-        secret=True,
-    ),
-    Option(
-        "--bridge-ice-server",
-        "OMNI_RTC_BRIDGE_ICE_SERVERS",
-        "STUN/TURN server for the bridge's own side, repeatable (default: the --ice-server "
-        "list; in docker-compose the bridge reaches coturn by its service name)",
-        repeatable=True,
-        secret=True,
-    ),
-    Option(
-        "--turn-secret",
-        "OMNI_RTC_TURN_SECRET",
-        "shared secret (coturn static-auth-secret) to mint short-lived TURN credentials "
-        "for turn: servers given without USER:PASSWORD",
-        secret=True,
-    ),
-    Option(
-        "--turn-ttl",
-        "OMNI_RTC_TURN_TTL",
-        "lifetime of minted TURN credentials, seconds",
-        3600,
-        positive_int,
-    ),
-    Option(
-        "--ice-transport-policy",
-        "OMNI_RTC_ICE_TRANSPORT_POLICY",
-        "the bridge's own ICE policy: all, or relay (media only through TURN)",
-        "all",
-        choices=("all", "relay"),
-    ),
-    Option(
-        "--ice-host-address",
-        "OMNI_RTC_ICE_HOST_ADDRESSES",
-        "restrict the bridge's host ICE candidates to these local addresses, repeatable "
-        "(env: comma-separated; tests use 127.0.0.1)",
-        repeatable=True,
-    ),
-    Option("--cert-file", "OMNI_RTC_CERT_FILE", "TLS certificate (PEM) to serve HTTPS"),
-    Option("--key-file", "OMNI_RTC_KEY_FILE", "TLS private key (PEM) for --cert-file"),
-    Option(
-        "--public-url",
-        "OMNI_RTC_PUBLIC_URL",
-        "this server's public URL as phone providers reach it, https://HOST[:PORT][/PREFIX]: "
-        "the TwiML stream URL (wss://) and signature checks use it (default: each request's "
-        "Host header)",
-        type=_public_url,
-    ),
-    Option(
-        "--twilio-auth-token",
-        "OMNI_RTC_TWILIO_AUTH_TOKEN",
-        "Twilio auth token (or SignalWire signing key): /twilio/voice and /twilio/stream then "
-        "require a valid X-Twilio-Signature, else 403",
-        secret=True,
-    ),
-    Option(
-        "--allow-unsigned-media-streams",
-        "OMNI_RTC_ALLOW_UNSIGNED_MEDIA_STREAMS",
-        "serve /twilio/voice and the media-stream WebSockets without a verified signature to "
-        "anyone who reaches them (default: only requests made directly on loopback, unless "
-        "--twilio-auth-token is set); env: 1 or 0",
-        False,
-        _switch,
-        switch=True,
-    ),
-    Option(
-        "--chunk-ms",
-        "OMNI_RTC_CHUNK_MS",
-        "caller audio chunk sent upstream, 10..100 ms",
-        20,
-        integer,
-    ),
-    Option(
-        "--idle-audio",
-        "OMNI_RTC_IDLE_AUDIO",
-        "what the reply track sends between replies: silence, or nothing (saves encode CPU)",
-        "silence",
-        choices=("silence", "nothing"),
-    ),
-    Option(
-        "--jpeg-max-bytes",
-        "OMNI_RTC_JPEG_MAX_BYTES",
-        "byte budget per camera JPEG (hard ceiling 500000)",
-        180_000,
-        integer,
-    ),
-    Option(
-        "--jpeg-max-size",
-        "OMNI_RTC_JPEG_MAX_SIZE",
-        "largest camera JPEG, WIDTHxHEIGHT (at most 1920x1080)",
-        "1280x720",
-    ),
-    Option(
-        "--connect-timeout",
-        "OMNI_RTC_CONNECT_TIMEOUT",
-        "seconds to open the realtime session",
-        10.0,
-        positive_number,
-    ),
-    Option(
-        "--peer-timeout",
-        "OMNI_RTC_PEER_TIMEOUT",
-        "seconds a new call may take to connect its media before it is dropped (its slot "
-        "and model session are released)",
-        10.0,
-        positive_number,
-    ),
-    Option(
-        "--max-call-seconds",
-        "OMNI_RTC_MAX_CALL_SECONDS",
-        "longest call, seconds (0 = no limit; renewed model sessions don't extend it)",
-        3600.0,
-        non_negative_number,
-    ),
-    Option(
-        "--idle-seconds",
-        "OMNI_RTC_IDLE_SECONDS",
-        "end a call when neither side has spoken for this long, seconds (0 = never)",
-        300.0,
-        non_negative_number,
-    ),
-    Option(
-        "--reconnect-seconds",
-        "OMNI_RTC_RECONNECT_SECONDS",
-        "how long a call keeps trying to reach the model service again after losing it",
-        20.0,
-        positive_number,
-    ),
-    Option(
-        "--drain-seconds",
-        "OMNI_RTC_DRAIN_SECONDS",
-        "on SIGTERM, refuse new calls and let running ones go on this long before ending them",
-        30.0,
-        positive_number,
-    ),
-    Option(
-        "--max-body-bytes",
-        "OMNI_RTC_MAX_BODY_BYTES",
-        "largest accepted HTTP request body",
-        128 * 1024,
-        positive_int,
-    ),
-    Option(
-        "--access-token",
-        "OMNI_RTC_ACCESS_TOKEN",
-        "secret that callers send as 'Authorization: Bearer TOKEN' to start and end calls "
-        "(printable ASCII; use 32 random characters); also the key of call links made by "
-        "'omni-rtc token'",
-        secret=True,
-    ),
-    Option(
-        "--access-token-file",
-        "OMNI_RTC_ACCESS_TOKEN_FILE",
-        "read --access-token from this file (e.g. a Docker secret)",
-    ),
-    Option(
-        "--no-auth",
-        "OMNI_RTC_NO_AUTH",
-        "serve a non-loopback --host without an access token (anyone who reaches it can "
-        "start calls on your API key); env: 1 or 0",
-        False,
-        _switch,
-        switch=True,
-    ),
-    Option(
-        "--rate-limit",
-        "OMNI_RTC_RATE_LIMIT",
-        "calls each client address may start, e.g. 20/min, 5/s, 100/hour (0 = no limit); "
-        f"default {DEFAULT_RATE_LIMIT} for other machines and none for local (loopback) "
-        "clients such as tests and benchmarks; a value given here applies to everyone",
-        None,
-        _rate,
-    ),
-    Option(
-        "--trusted-proxy",
-        "OMNI_RTC_TRUSTED_PROXIES",
-        "reverse proxy address or network whose X-Forwarded-For names the client, "
-        "repeatable (env: comma-separated; default none: the peer address counts)",
-        repeatable=True,
-        type=_cidr,
-    ),
-    Option(
-        "--allowed-origin",
-        "OMNI_RTC_ALLOWED_ORIGINS",
-        "another origin whose pages may call this server's API (CORS), e.g. "
-        "https://app.example.org, repeatable (env: comma-separated; * = any)",
-        repeatable=True,
-        type=_origin,
-    ),
-    Option(
-        "--http-timeout",
-        "OMNI_RTC_HTTP_TIMEOUT",
-        "seconds a client may take to send a request's headers, or its body, before the "
-        "connection is closed (also the idle keep-alive time)",
-        10.0,
-        positive_number,
-    ),
-    Option(
-        "--sip-listen",
-        "OMNI_RTC_SIP_LISTEN",
-        "answer SIP calls here, repeatable: udp:HOST:PORT or tcp:HOST:PORT (env: "
-        "comma-separated; default: no SIP)",
-        repeatable=True,
-    ),
-    Option(
-        "--sip-allow",
-        "OMNI_RTC_SIP_ALLOW",
-        "SIP sources (CIDR) that may call without credentials, repeatable",
-        repeatable=True,
-    ),
-    Option("--sip-user", "OMNI_RTC_SIP_USER", "digest user required from every other SIP source"),
-    Option(
-        "--sip-password", "OMNI_RTC_SIP_PASSWORD", "digest password for --sip-user", secret=True
-    ),
-    Option("--rtp-ports", "OMNI_RTC_RTP_PORTS", "UDP ports for SIP media, LOW-HIGH", "40000-40999"),
-    Option(
-        "--sip-public-address",
-        "OMNI_RTC_SIP_PUBLIC_ADDRESS",
-        "address written in SIP Contact and SDP (behind NAT)",
-    ),
-    Option(
-        "--sip-register",
-        "OMNI_RTC_SIP_REGISTER",
-        "register at a PBX or trunk as sip:USER:PASSWORD@REGISTRAR[:PORT] and keep it alive",
-        secret=True,
-    ),
-    Option(
-        "--emulator-reply",
-        "OMNI_RTC_EMULATOR_REPLY",
-        "built-in emulator's reply: echo (your words back) or tone",
-        "echo",
-        choices=("echo", "tone"),
-    ),
-    Option(
-        "--log-level",
-        "OMNI_RTC_LOG_LEVEL",
-        "DEBUG, INFO, WARNING or ERROR",
-        "INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-    ),
-)
-
-ENV_VARS: frozenset[str] = frozenset(
-    {o.env for o in OPTIONS if o.env} | {p.api_key_env for p in PROFILES.values()}
-)
-"""Every environment variable the CLI reads."""
-
-
-def options_markdown() -> str:
-    """The README's configuration table, generated so it cannot drift from :data:`OPTIONS`."""
-    rows = [
-        "| flag | environment variable | default | what it does |",
-        "|---|---|---|---|",
-    ]
-    for option in OPTIONS:
-        if option.repeatable:
-            default = "none"
-        elif option.default is None or option.secret:
-            default = ""
-        else:
-            default = f"`{option.default}`"
-        text = option.help + (f" ({', '.join(option.choices)})" if option.choices else "")
-        env = f"`{option.env}`" if option.env else ""
-        rows.append(f"| `{option.flag}` | {env} | {default} | {text.replace('|', chr(92) + '|')} |")
-    return "\n".join(rows)
-
-
-@dataclass(frozen=True)
-class InvalidEnv:
-    """The default of a flag whose environment variable is invalid.
-
-    Reported only when the flag is not given on the command line, so a bad variable for
-    ``serve`` does not break ``omni-rtc emulator`` or ``--help``.
-    """
-
-    message: str
-
-
-def _env_default(option: Option, environ: Mapping[str, str]) -> Any:
-    raw = environ.get(option.env) if option.env else None
-    if raw is None or raw == "":
-        return [] if option.repeatable else option.default
-    shown = "(hidden)" if option.secret else repr(raw)
-    try:
-        if option.repeatable:
-            return [option.type(part.strip()) for part in raw.split(",") if part.strip()]
-        value = option.type(raw)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        return InvalidEnv(f"environment variable {option.env}={shown} is invalid: {exc}")
-    if option.choices and value not in option.choices:
-        return InvalidEnv(
-            f"environment variable {option.env}={shown} is invalid: choose from "
-            + ", ".join(option.choices)
-        )
-    return value
-
-
-class _Repeatable(argparse.Action):
-    """A repeatable flag whose command-line values replace the environment's (flags win)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        current = getattr(namespace, self.dest, None)
-        items = [] if current is self.default or not isinstance(current, list) else current
-        setattr(namespace, self.dest, [*items, values])
-
-
-def add_serve_arguments(
-    parser: argparse.ArgumentParser,
-    environ: Mapping[str, str] | None = None,
-    options: Sequence[Option] = OPTIONS,
-) -> None:
-    environ = os.environ if environ is None else environ
-    for option in options:
-        default = _env_default(option, environ)
-        hidden = option.secret or option.switch or isinstance(default, InvalidEnv)
-        shown = "" if hidden or default in (None, []) else f" (default: {default})"
-        env = f" [env {option.env}]" if option.env else ""
-        help_text = (option.help + shown + env).replace("%", "%%")  # argparse formats help
-        if option.switch:
-            parser.add_argument(
-                option.flag, dest=option.dest, action="store_true", default=default, help=help_text
-            )
-            continue
-        parser.add_argument(
-            option.flag,
-            dest=option.dest,
-            type=option.type,
-            choices=option.choices,
-            default=default,
-            action=_Repeatable if option.repeatable else "store",
-            help=help_text,
-        )
-
-
-def check_env_defaults(args: argparse.Namespace) -> None:
-    """Raise ``ValueError`` for an invalid environment variable whose flag was not given."""
-    for value in vars(args).values():
-        if isinstance(value, InvalidEnv):
-            raise ValueError(value.message)
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "ENV_VARS",
+    "OPTIONS",
+    "IceServer",
+    "Settings",
+    "add_serve_arguments",
+    "options_markdown",
+    "parse_ice_server",
+]
 
 
 @dataclass(frozen=True)
@@ -736,7 +179,7 @@ class Settings:
             raise ValueError("--cert-file and --key-file go together")
         if self.public_url is not None:
             try:
-                _public_url(self.public_url)
+                public_url_value(self.public_url)
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"--public-url {exc}") from None
         for path in (self.cert_file, self.key_file):
@@ -783,12 +226,12 @@ class Settings:
 
         if not self.sip_allow and not (self.sip_user and self.sip_password):
             raise ValueError(OPEN_PORT_WARNING)
-        for cidr in self.sip_allow:
+        for network in self.sip_allow:
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(
-                    f"--sip-allow wants a CIDR like 192.0.2.0/24, not {cidr!r}"
+                    f"--sip-allow wants a CIDR like 192.0.2.0/24, not {network!r}"
                 ) from None
         return SipConfig(
             listen=[ListenAddress.parse(text) for text in self.sip_listen],
@@ -822,9 +265,9 @@ class Settings:
         try:
             parse_rate(self.rate_limit or DEFAULT_RATE_LIMIT)
             for network in self.trusted_proxies:
-                _cidr(network)
+                cidr(network)
             for origin in self.allowed_origins:
-                _origin(origin)
+                web_origin(origin)
         except argparse.ArgumentTypeError as exc:
             raise ValueError(str(exc)) from None
 
