@@ -18,6 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..realtime import codec
 from ..realtime import events as ev
 from ..realtime.profiles import DASHSCOPE
 from .config import EmulatorConfig
@@ -124,7 +125,7 @@ class Emulator:
                 model = DASHSCOPE.model(model_name)
             except ValueError:
                 await ws.send(
-                    ev.encode_event(
+                    codec.encode_event(
                         ev.ErrorEvent(
                             event_id=new_id("event"),
                             error={

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..media.jpeg import InvalidImage, inspect_jpeg
 from ..media.resample import Resampler
+from ..realtime import codec
 from ..realtime import events as ev
 from ..realtime.profiles import ModelInfo
 from .config import INPUT_RATE, OUTPUT_RATE, EmulatorConfig
@@ -82,7 +83,7 @@ class EmulatedSession:
     async def send(self, event: ev.Event) -> None:
         if self.partitioned:
             return
-        data = ev.event_to_dict(event)
+        data = codec.event_to_dict(event)
         data.setdefault("event_id", new_id("event"))
         if isinstance(event, ev.AudioDelta):
             self.record.server_events.append({"type": data["type"], "bytes": len(event.delta)})
@@ -137,7 +138,7 @@ class EmulatedSession:
         try:
             async for raw in self.ws:
                 try:
-                    event = ev.decode_client_event(raw)
+                    event = codec.decode_client_event(raw)
                 except ev.ProtocolError as exc:
                     await self.error(str(exc))
                     continue

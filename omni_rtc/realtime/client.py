@@ -19,6 +19,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
+from . import codec
 from . import events as ev
 from .errors import (
     AuthenticationFailed,
@@ -198,7 +199,7 @@ class RealtimeClient:
                     raise UpstreamClosed(None, "connection lost") from None
                 raise UpstreamClosed(rcvd.code, rcvd.reason) from None
             try:
-                event = ev.decode_server_event(raw)
+                event = codec.decode_server_event(raw)
             except ev.ProtocolError as exc:
                 log.warning("ignoring malformed frame from the realtime service: %s", str(exc))
                 continue
@@ -225,7 +226,7 @@ class RealtimeClient:
             raise RealtimeError("the realtime session is closed")
         self.state.sent(event)
         try:
-            await self._ws.send(ev.encode_event(event))
+            await self._ws.send(codec.encode_event(event))
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             raise UpstreamClosed(

@@ -3,11 +3,12 @@ import json
 
 import pytest
 
+from omni_rtc.realtime import codec
 from omni_rtc.realtime import events as ev
 
 
 def test_client_event_encodes_base64_audio_and_omits_none() -> None:
-    text = ev.encode_event(ev.InputAudioBufferAppend(audio=b"\x01\x02\x03"))
+    text = codec.encode_event(ev.InputAudioBufferAppend(audio=b"\x01\x02\x03"))
     data = json.loads(text)
     assert data == {
         "type": "input_audio_buffer.append",
@@ -140,14 +141,14 @@ def test_every_documented_server_event_round_trips() -> None:
         {"type": "session.finished"},
     ]
     for sample in samples:
-        event = ev.decode_server_event(json.dumps(sample))
+        event = codec.decode_server_event(json.dumps(sample))
         assert not isinstance(event, ev.UnknownEvent), sample["type"]
         assert event.type == sample["type"]
-        assert ev.event_to_dict(event) == sample
+        assert codec.event_to_dict(event) == sample
 
 
 def test_typed_fields_are_parsed() -> None:
-    delta = ev.decode_server_event(
+    delta = codec.decode_server_event(
         json.dumps(
             {
                 "type": "response.audio.delta",
@@ -158,7 +159,7 @@ def test_typed_fields_are_parsed() -> None:
     )
     assert isinstance(delta, ev.AudioDelta)
     assert delta.delta == b"abcd"
-    done = ev.decode_server_event(
+    done = codec.decode_server_event(
         json.dumps(
             {
                 "type": "response.done",
@@ -168,7 +169,7 @@ def test_typed_fields_are_parsed() -> None:
     )
     assert isinstance(done, ev.ResponseDone)
     assert (done.response_id, done.status, done.usage["total_tokens"]) == ("r", "completed", 3)
-    err = ev.decode_server_event(
+    err = codec.decode_server_event(
         json.dumps(
             {
                 "type": "error",
@@ -187,11 +188,11 @@ def test_unknown_event_type_is_kept_not_dropped() -> None:
         "rate_limits": [{"name": "requests"}],
         "event_id": "event_9",
     }
-    event = ev.decode_server_event(json.dumps(raw))
+    event = codec.decode_server_event(json.dumps(raw))
     assert isinstance(event, ev.UnknownEvent)
     assert event.type == "rate_limits.updated"
     assert event.event_id == "event_9"
-    assert ev.event_to_dict(event) == raw
+    assert codec.event_to_dict(event) == raw
 
 
 def test_unknown_keys_are_kept_in_extra() -> None:
@@ -201,13 +202,13 @@ def test_unknown_keys_are_kept_in_extra() -> None:
         "previous_item_id": None,
         "new_field": 7,
     }
-    event = ev.decode_server_event(json.dumps(raw))
+    event = codec.decode_server_event(json.dumps(raw))
     assert event.extra == {"new_field": 7}
-    assert ev.event_to_dict(event)["new_field"] == 7
+    assert codec.event_to_dict(event)["new_field"] == 7
 
 
 def test_null_scalar_falls_back_to_default() -> None:
-    event = ev.decode_server_event(
+    event = codec.decode_server_event(
         json.dumps(
             {"type": "input_audio_buffer.speech_started", "item_id": None, "audio_start_ms": 5}
         )
@@ -232,12 +233,12 @@ def test_null_scalar_falls_back_to_default() -> None:
 )
 def test_malformed_client_frames_raise_protocol_error(frame: str, message: str) -> None:
     with pytest.raises(ev.ProtocolError, match=message):
-        ev.decode_client_event(frame)
+        codec.decode_client_event(frame)
 
 
 def test_binary_frames_are_rejected() -> None:
     with pytest.raises(ev.ProtocolError, match="binary"):
-        ev.decode_server_event(b"\x00")
+        codec.decode_server_event(b"\x00")
 
 
 def test_client_events_round_trip() -> None:
@@ -254,8 +255,8 @@ def test_client_events_round_trip() -> None:
         ev.SessionFinish(),
     ]
     for event in events:
-        again = ev.decode_client_event(ev.encode_event(event))
+        again = codec.decode_client_event(codec.encode_event(event))
         assert again == event
-    assert json.loads(ev.encode_event(ev.SessionUpdate(session={"turn_detection": None})))[
+    assert json.loads(codec.encode_event(ev.SessionUpdate(session={"turn_detection": None})))[
         "session"
     ] == {"turn_detection": None}
