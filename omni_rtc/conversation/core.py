@@ -24,20 +24,18 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..media.frame_sampler import ImageRefused
 from ..media.jpeg import HARD_MAX_BYTES, JpegLimits
-from ..media.pcm_resampler import PcmResampler
 from ..metrics import Metrics
 from ..realtime.client import RealtimeClient
-from ..realtime.errors import RealtimeError
 from ..realtime.profiles import ProviderProfile
 from ..realtime.session import SessionConfig
 from . import limits as call_limits
+from .downlink import Downlink
 from .events import (
     CallError,
     CallStarted,
     ConversationEvent,
     Dtmf,
     Ended,
-    Interrupted,
     State,
     StateChanged,
     Transcript,
@@ -109,8 +107,6 @@ class Conversation:
         self.limits = limits or CallLimits()
         self.reconnect_seconds = reconnect_seconds
         self._open_session = open_session
-        self._reply_resampler = PcmResampler(profile.output_rate, sink.sample_rate)
-        sink.on_drained = self._reply_drained
         self.client: RealtimeClient | None = None
         self.call_started: CallStarted | None = None
         self.state: State = "listening"
@@ -123,9 +119,8 @@ class Conversation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._closing = False
-        self._turn_ended_at: float | None = None
-        self._underruns_reported = 0
         self.uplink = Uplink(self, chunk_ms)
+        self.downlink = Downlink(self)
         self._upstream = UpstreamEvents(self)
         self._closer: asyncio.Task[None] | None = None
 
@@ -266,7 +261,7 @@ class Conversation:
             task.cancel()
         await self.uplink.stop()
         self.sink.flush()
-        self._reply_resampler.reset()  # filter graphs go now, not at the next GC
+        self.downlink.release()  # filter graphs go now, not at the next GC
         await self._close_client()
         if tasks:
             await asyncio.wait(tasks, timeout=2)
@@ -279,7 +274,7 @@ class Conversation:
                 await asyncio.wait_for(self.client.close(), 2)
 
     def _finish(self, reason: str, detail: str) -> None:
-        self._report_underruns()
+        self.downlink.report_underruns()
         duration = time.monotonic() - self.started_at
         if reason in FAILED_ENDINGS:
             self.metrics.calls_failed.labels(self.transport, reason).inc()
@@ -366,60 +361,13 @@ class Conversation:
 
     # ---------------------------------------------------------------- model -> caller
 
-    def turn_ended(self) -> None:
-        """The caller finished a turn: reply latency is measured from here."""
-        self._turn_ended_at = time.monotonic()
-
-    def play(self, pcm: bytes) -> None:
-        """Reply audio at the provider's output rate -> the sink, at the sink's rate."""
-        if not self.sink.playing and self._turn_ended_at is not None:
-            self.metrics.reply_latency.observe(time.monotonic() - self._turn_ended_at)
-            self._turn_ended_at = None
-        self.sink.push(self._reply_resampler.convert(pcm))
-        self.stats["reply_ms"] = self.stats.get("reply_ms", 0) + len(pcm) * 500 // (
-            self.profile.output_rate
-        )
-        self.bytes_down.inc(len(pcm))
-        if self.state != "speaking":
-            self.set_state("speaking")
-
-    def end_of_reply(self) -> None:
-        rest = self._reply_resampler.drain()
-        if rest:
-            self.sink.push(rest)
-        self.sink.end_of_reply()
-
-    def drop_reply(self) -> int:
-        """Silence the reply at once; returns the milliseconds dropped."""
-        dropped = self.sink.flush()
-        self._reply_resampler.reset()
-        self._turn_ended_at = None
-        return dropped
-
     async def barge_in(self) -> None:
         """The caller talks over the reply: silence it now, then stop it upstream."""
-        dropped = self.drop_reply()
-        played_ms = self.sink.reply_samples_played * 1000 // self.sink.sample_rate
+        await self.downlink.barge_in()
+
+    def ignore_current_response(self) -> None:
+        """The interrupted reply's audio may still be in flight: drop it when it comes."""
         self._upstream.ignore_current_response()
-        self.stats["barge_ins"] += 1
-        self.metrics.barge_ins.inc()
-        self.emit(Interrupted())
-        log.info("call %s: barge-in, dropped %d ms of queued reply", self.id, dropped)
-        if self.client is not None:
-            with contextlib.suppress(RealtimeError):
-                await self.client.barge_in(played_ms)
-
-    def _reply_drained(self) -> None:
-        self._report_underruns()
-        response_active = self.client is not None and self.client.state.response_active
-        if not response_active and self.state == "speaking":
-            self.set_state("listening")
-
-    def _report_underruns(self) -> None:
-        new = self.sink.underruns - self._underruns_reported
-        if new > 0:
-            self.metrics.reply_underruns.inc(new)
-            self._underruns_reported += new
 
     # ---------------------------------------------------------------- upstream sessions
 
@@ -438,9 +386,3 @@ class Conversation:
 
     def report_transcript(self, role: str, text: str, final: bool) -> None:
         self.emit(Transcript("user" if role == "user" else "assistant", text, final))
-
-    def reply_done(self) -> None:
-        self.end_of_reply()
-        self._report_underruns()
-        if not self.sink.playing and self.state != "listening":
-            self.set_state("listening")

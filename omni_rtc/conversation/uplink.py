@@ -199,7 +199,7 @@ class Uplink:
                 await conv.client.clear()
                 conv.emit(CallError("Too short: hold the button while you speak."))
                 return
-            conv.turn_ended()
+            conv.downlink.turn_ended()
             await conv.client.commit()
             await conv.client.create_response()
         except RealtimeError:

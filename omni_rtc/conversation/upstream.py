@@ -63,7 +63,7 @@ class UpstreamEvents:
         conv.uplink.ready.clear()
         mid_sentence = lost.state.user_speaking
         replay = conv.uplink.take_replay()
-        conv.drop_reply()
+        conv.downlink.drop()
         if planned:
             log.info("call %s: the model session hit a time limit; renewing it", conv.id)
         else:
@@ -125,14 +125,14 @@ class UpstreamEvents:
         assert client is not None
         if isinstance(event, ev.AudioDelta):
             if event.response_id not in self._ignored_responses:
-                conv.play(event.delta)
+                conv.downlink.play(event.delta)
         elif isinstance(event, ev.SpeechStarted):
             conv.activity()
             if conv.sink.playing or client.state.response_active:
                 await conv.barge_in()
             conv.set_state("listening")
         elif isinstance(event, ev.SpeechStopped):
-            conv.turn_ended()
+            conv.downlink.turn_ended()
             conv.set_state("thinking")
         elif isinstance(event, ev.InputTranscriptionCompleted):
             conv.report_transcript("user", event.transcript, True)
@@ -151,7 +151,7 @@ class UpstreamEvents:
                 text = event.transcript if isinstance(event, ev.AudioTranscriptDone) else event.text
                 conv.report_transcript("assistant", text, True)
         elif isinstance(event, ev.AudioDone):
-            conv.end_of_reply()
+            conv.downlink.end_of_reply()
         elif isinstance(event, ev.ResponseDone):
             self._response_done(event)
         elif isinstance(event, ev.ErrorEvent):
@@ -159,7 +159,7 @@ class UpstreamEvents:
 
     def _response_done(self, event: ev.ResponseDone) -> None:
         conv = self.conversation
-        conv.reply_done()
+        conv.downlink.reply_done()
         if event.status == "failed":
             details = event.response.get("status_details") or {}
             reason = details.get("error", {}).get("message") if isinstance(details, dict) else None
