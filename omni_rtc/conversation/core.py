@@ -22,7 +22,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
-from ..media.frame_sampler import ImageRefused
+from ..media.frame_sampler import FrameSampler, ImageRefused
 from ..media.jpeg import JpegLimits
 from ..media.pcm_resampler import PcmResampler
 from ..metrics import Metrics
@@ -308,14 +308,15 @@ class Conversation:
         """Caller audio as pcm16 mono little-endian at ``rate`` (any rate)."""
         if len(pcm) < 2 or rate <= 0:
             return
-        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-        frame.planes[0].update(pcm[: len(pcm) // 2 * 2])
-        frame.sample_rate = rate
-        self.uplink.push_frame(frame)
+        self.uplink.push_pcm(pcm, rate)
 
     def watch_video(self, track: MediaStreamTrack) -> None:
         """Sample a camera track into JPEGs at <= ``video_fps`` (or just drain it)."""
         self.uplink.watch_video(track)
+
+    def video_input(self) -> FrameSampler | None:
+        """Sample decoded camera frames handed in with ``offer`` (None: video is off)."""
+        return self.uplink.video_input()
 
     async def send_image(self, jpeg: bytes) -> bool:
         """Send one JPEG now; False when the service would refuse it (no audio yet)."""
