@@ -13,7 +13,8 @@ and only the work it needs:
   same way it does after a decoding error.
 - :func:`on_send_codec`: learn the codec a sender will use before it starts, so the
   reply can be handed over as Opus packets, which aiortc only packetizes.
-- :func:`low_latency_audio`: caller audio leaves the jitter buffer after one frame.
+- :func:`low_latency_audio`: each caller audio packet (a whole Opus frame) is handed on
+  as it arrives, in order, instead of after the next one (aiortc's jitter buffer).
 
 :func:`install` (called by ``Bridge``) checks aiortc's layout once; when it changed it
 logs a warning, every function returns False, and calls use aiortc's own paths (same
@@ -33,8 +34,9 @@ from typing import Any
 
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.utils import uint16_add, uint16_gt
 
 log = logging.getLogger("omni_rtc.webrtc")
 
@@ -59,8 +61,11 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
         _RECEIVER + "decoder_queue",
         _RECEIVER + "decoder_error",
         _RECEIVER + "decoder_thread",
+        _RECEIVER + "jitter_buffer",
         "_send_rtcp_pli",
         "put",
+        "add",
+        "_data",
     ),
     rtcrtpsender.RTCRtpSender._next_encoded_frame: ("pack", "Frame"),
 }
@@ -241,15 +246,41 @@ def on_send_codec(sender: Any, callback: Callable[[RTCRtpCodecParameters], None]
 
 
 def low_latency_audio(receiver: Any) -> bool:
-    """Release caller audio after 1 frame instead of aiortc's 4 (~60 ms less uplink delay).
+    """Hand each caller audio packet on as it arrives (~20 ms less uplink delay than
+    aiortc's buffer at its smallest, ~80 ms less than its default).
 
-    aiortc's audio jitter buffer holds frames for playout smoothing; the model is not a
-    speaker and needs no smoothing, only order.
+    aiortc's audio jitter buffer holds frames for playout smoothing and releases one
+    when the next arrives; the model is not a speaker and needs no smoothing, only
+    order, and an audio packet is a whole frame.
     """
     attribute = _RECEIVER + "jitter_buffer"
     current = vars(receiver).get(attribute)
+    if not _state and not install():
+        return False
     if not isinstance(current, JitterBuffer):
         log.debug("aiortc receiver layout changed; keeping its default jitter buffer")
         return False
-    setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=1))
+    setattr(receiver, attribute, InOrderAudio(current.capacity))
     return True
+
+
+class InOrderAudio:
+    """Stands in for an audio receiver's JitterBuffer: every packet out at once, in order.
+
+    A packet older than one already handed on (reordered, or repeated) is dropped: it
+    is too late to matter.  A sequence number far behind means the stream restarted.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._last: int | None = None
+        self.late = 0
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        last = self._last
+        if last is not None and not uint16_gt(seq, last) and uint16_add(last, -seq) < MAX_MISORDER:
+            self.late += 1
+            return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)

@@ -109,9 +109,9 @@ async def test_receiver_hands_encoded_opus_to_the_loop_not_to_a_thread() -> None
     packets = opus_packets(10)
     for i, payload in enumerate(packets):
         await receiver._handle_rtp_packet(rtp(payload, 100 + i, 5000 + 960 * i, 96), 0)
-    # with one frame of prefetch, a frame leaves when the next one arrives
-    assert [g[1] for g in got] == packets[:9]
-    assert [g[2] for g in got] == [960 * i for i in range(9)]  # timestamps from 0
+    # each packet leaves as it arrives (aiortc's buffer waits for the next one)
+    assert [g[1] for g in got] == packets
+    assert [g[2] for g in got] == [960 * i for i in range(10)]  # timestamps from 0
     assert all(g[0] == "audio/opus" and g[3] for g in got)
     decoder = OpusDecoder(16_000)
     assert all(len(decoder.decode(g[1])) == 640 for g in got)
@@ -134,7 +134,22 @@ async def test_a_failing_handler_never_breaks_the_receive_loop() -> None:
     await receiver.receive(RTCRtpReceiveParameters(codecs=[OPUS]))
     for i, payload in enumerate(opus_packets(6)):
         await receiver._handle_rtp_packet(rtp(payload, i, 960 * i, 96), 0)
-    assert len(calls) == 5  # every complete frame still reached it
+    assert len(calls) == 6  # every frame still reached it
+    await receiver.stop()
+
+
+async def test_caller_audio_in_order_late_packets_dropped_gaps_passed() -> None:
+    receiver, _ = make_receiver("audio")
+    got: list[int] = []
+    assert fastpath.take_encoded_frames(receiver, lambda c, d, t: got.append(t), lambda: None)
+    assert fastpath.low_latency_audio(receiver)
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[OPUS]))
+    payload = opus_packets(1)[0]
+    # (sequence number, order sent): a wrap, a late packet, a repeat, a gap, a restart
+    arrivals = [(65534, 0), (65535, 1), (0, 2), (2, 4), (1, 3), (2, 4), (3, 5), (40000, 6)]
+    for seq, k in arrivals:
+        await receiver._handle_rtp_packet(rtp(payload, seq, 960 * k, 96), 0)
+    assert [t // 960 for t in got] == [0, 1, 2, 4, 5, 6]
     await receiver.stop()
 
 
