@@ -19,10 +19,13 @@ import av
 import numpy as np
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import compute_audio_level_dbov
 
 from omni_rtc.media.audio_in import AudioIn
 from omni_rtc.media.jpeg import JpegEncoder, JpegLimits
-from omni_rtc.media.reply_track import ReplyTrack
+from omni_rtc.media.opus import OpusDecoder as CallerOpusDecoder
+from omni_rtc.media.opus import OpusEncoder as CallerOpusEncoder
+from omni_rtc.media.reply_track import REPLY_OPUS_BITRATE, ReplyTrack
 
 IN_RATE, OUT_RATE = 48_000, 24_000
 UP_RATE = 16_000
@@ -226,7 +229,40 @@ def cpu() -> dict[str, float]:
         enc.encode(f)
     opus_encode = (time.process_time() - t0) / seconds
 
+    # what a WebRTC call does instead: libopus straight to 16 kHz mono, pcm into AudioIn
+    caller = CallerOpusDecoder(UP_RATE, 1)
+    audio_in = AudioIn(UP_RATE, chunk_ms=20)
+    t0 = time.process_time()
+    for p in packets:
+        audio_in.push_pcm(caller.decode(p), UP_RATE)
+    caller_path = (time.process_time() - t0) / seconds
+    # aiortc's path for the same packets: decode to 48 kHz stereo, then AudioIn resamples
+    audio_in = AudioIn(UP_RATE, chunk_ms=20)
+    decoder = OpusDecoder()
+    t0 = time.process_time()
+    for i, p in enumerate(packets):
+        for frame in decoder.decode(JitterFrame(data=p, timestamp=i * 960)):
+            audio_in.push(frame)  # type: ignore[arg-type]
+    aiortc_path = (time.process_time() - t0) / seconds
+    # and the reply: OpusReplyTrack's encode on the loop vs aiortc's resample + level + encode
+    reply_encoder = CallerOpusEncoder(OUT_RATE, 1, bitrate=REPLY_OPUS_BITRATE)
+    pcm = [bytes(f.planes[0])[: f.samples * 2] for f in reply_frames]
+    t0 = time.process_time()
+    for chunk in pcm:
+        reply_encoder.encode(chunk)
+    reply_opus = (time.process_time() - t0) / seconds
+    enc = OpusEncoder()
+    t0 = time.process_time()
+    for f in reply_frames:
+        compute_audio_level_dbov(f)
+        enc.encode(f)
+    aiortc_reply = (time.process_time() - t0) / seconds
+
     results = {
+        "caller_path_pct": caller_path * 100,
+        "aiortc_caller_path_pct": aiortc_path * 100,
+        "reply_opus_pct": reply_opus * 100,
+        "aiortc_reply_pct": aiortc_reply * 100,
         "opus_decode_pct": opus_decode * 100,
         "audio_in_pct": audio_in_cpu * 100,
         "audio_in_vs_opus_decode": audio_in_cpu / opus_decode,
@@ -292,6 +328,16 @@ def main() -> None:
         f"  ReplyTrack {c['reply_track_pct']:.2f}% vs aiortc Opus encode "
         f"{c['opus_encode_pct']:.2f}% "
         f"(ratio {c['reply_track_vs_opus_encode']:.2f})"
+    )
+    print(
+        f"  caller Opus -> 16 kHz chunks: libopus at 16 kHz + AudioIn {c['caller_path_pct']:.2f}% "
+        f"vs aiortc's decode to 48 kHz stereo + AudioIn {c['aiortc_caller_path_pct']:.2f}% "
+        f"(ratio {c['caller_path_pct'] / c['aiortc_caller_path_pct']:.2f}; threads not counted)"
+    )
+    print(
+        f"  reply -> Opus: OpusReplyTrack {c['reply_opus_pct']:.2f}% vs aiortc's resample + "
+        f"level + encode {c['aiortc_reply_pct']:.2f}% "
+        f"(ratio {c['reply_opus_pct'] / c['aiortc_reply_pct']:.2f}; threads not counted)"
     )
     for label in ("640x480", "1280x720"):
         print(

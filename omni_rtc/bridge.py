@@ -33,7 +33,7 @@ from .metrics import Metrics
 from .realtime.client import RealtimeClient
 from .realtime.errors import AuthenticationFailed, RealtimeError
 from .realtime.session import SessionConfig
-from .transports import sctp_guard
+from .transports import aiortc_fastpath, sctp_guard
 from .transports.pipe import AudioPipe, check_rate
 from .transports.webrtc import WebRtcCall
 
@@ -75,6 +75,7 @@ class Bridge:
         self.call_id_prefix = call_id_prefix
         """Worker processes put their index here, so the front routes by call id."""
         sctp_guard.install()
+        aiortc_fastpath.install()  # decode and encode on the loop, not in aiortc's threads
         use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()

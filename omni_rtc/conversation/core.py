@@ -22,7 +22,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
-from ..media.frame_sampler import ImageRefused
+from ..media.frame_sampler import FrameSampler, ImageRefused
 from ..media.jpeg import HARD_MAX_BYTES, JpegLimits
 from ..metrics import Metrics
 from ..realtime.client import RealtimeClient
@@ -311,14 +311,15 @@ class Conversation:
             raise ValueError(f"audio rate must be {MIN_RATE}..{MAX_RATE} Hz, got {rate}")
         if len(pcm) < 2:
             return
-        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-        frame.planes[0].update(pcm[: len(pcm) // 2 * 2])
-        frame.sample_rate = rate
-        self.uplink.push_frame(frame)
+        self.uplink.push_pcm(pcm, rate)
 
     def watch_video(self, track: MediaStreamTrack) -> None:
         """Sample a camera track into JPEGs at <= ``video_fps`` (or just drain it)."""
         self.uplink.watch_video(track)
+
+    def video_input(self) -> FrameSampler | None:
+        """Sample decoded camera frames handed in with ``offer`` (None: video is off)."""
+        return self.uplink.video_input()
 
     async def send_image(self, jpeg: bytes) -> bool:
         """Send one JPEG now; False when the service would refuse it (no audio yet, or

@@ -56,7 +56,12 @@ class Uplink:
     # ---------------------------------------------------------------- audio
 
     def push_frame(self, frame: av.AudioFrame) -> None:
-        chunks = self.audio_in.push(frame)
+        self._queue_audio(self.audio_in.push(frame))
+
+    def push_pcm(self, pcm: bytes, rate: int) -> None:
+        self._queue_audio(self.audio_in.push_pcm(pcm, rate))
+
+    def _queue_audio(self, chunks: list[bytes]) -> None:
         if not chunks or self.conv.closing or (self.conv.manual and not self.ptt_active):
             return
         self._queue.extend(chunks)
@@ -131,10 +136,20 @@ class Uplink:
     # ---------------------------------------------------------------- images
 
     def watch_video(self, track: MediaStreamTrack) -> None:
-        conv = self.conv
-        if conv.video_fps <= 0:
-            conv.spawn(_drain(track), "video-drain")
+        if self.conv.video_fps <= 0:
+            self.conv.spawn(_drain(track), "video-drain")
             return
+        self._start_sampler(track)
+
+    def video_input(self) -> FrameSampler | None:
+        """A started sampler fed with decoded frames (``offer``); None when this call
+        sends no images (then no camera frame needs decoding at all)."""
+        if self.conv.video_fps <= 0 or self.conv.closing:
+            return None
+        return self._start_sampler(None)
+
+    def _start_sampler(self, track: MediaStreamTrack | None) -> FrameSampler:
+        conv = self.conv
         sampler = FrameSampler(
             track,
             fps=conv.video_fps,
@@ -149,6 +164,7 @@ class Uplink:
         )
         self._samplers.append(sampler)
         sampler.start()
+        return sampler
 
     async def send_image(self, jpeg: bytes) -> None:
         """Raises :class:`ImageRefused` when the service would refuse it now."""

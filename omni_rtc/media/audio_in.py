@@ -51,6 +51,22 @@ class AudioIn:
             self._append(out)
         return self._take_chunks()
 
+    def push_pcm(self, pcm: bytes, rate: int) -> list[bytes]:
+        """Feed pcm16 mono at ``rate``; at the output rate no resampler is involved."""
+        usable = len(pcm) // 2 * 2
+        if rate != self.rate:
+            frame = av.AudioFrame(format="s16", layout="mono", samples=usable // 2)
+            frame.planes[0].update(pcm[:usable] if usable != len(pcm) else pcm)
+            frame.sample_rate = rate
+            return self.push(frame)
+        if self._input_format is not None:  # frames of another format came before
+            self._drain_resampler()
+            self._input_format = None
+        self.samples_in += usable // 2
+        self.samples_out += usable // 2
+        self._pending += pcm if usable == len(pcm) else pcm[:usable]
+        return self._take_chunks()
+
     def _align(self, in_rate: int, produced: int) -> None:
         """Pad once by the resampler's look-ahead so output time equals input time.
 

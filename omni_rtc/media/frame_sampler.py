@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -42,11 +43,14 @@ class FrameSampler:
     and queues every frame).  The sender wakes at most every ``1/fps`` s, encodes the
     newest frame in ``executor`` and awaits ``send``: while one image is in flight no
     other is started, so a slow upstream means fewer images, never a queue.
+
+    Without a ``track``, frames are handed in with :meth:`offer` by a decoder that asks
+    :meth:`next_frame_due` which frames are worth decoding at all.
     """
 
     def __init__(
         self,
-        track: MediaStreamTrack,
+        track: MediaStreamTrack | None,
         *,
         fps: float,
         encoder: JpegEncoder,
@@ -65,15 +69,30 @@ class FrameSampler:
         self.executor = executor
         self.clock = clock
         self.stats = SamplerStats()
+        self.on_sample: Callable[[], None] | None = None
+        """Called when a frame is taken for an image."""
         self._latest: av.VideoFrame | None = None
         self._fresh = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._due = -math.inf
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._read(), name="frame-sampler-read"),
-            asyncio.create_task(self._sample(), name="frame-sampler-send"),
-        ]
+        self._tasks = [asyncio.create_task(self._sample(), name="frame-sampler-send")]
+        if self.track is not None:
+            self._tasks.append(asyncio.create_task(self._read(), name="frame-sampler-read"))
+
+    def offer(self, frame: av.VideoFrame) -> None:
+        """A decoded camera frame (the newest replaces any not yet taken)."""
+        self.stats.frames_read += 1
+        self._latest = frame
+        self._fresh.set()
+
+    def next_frame_due(self) -> float:
+        """When the next frame will be taken (``clock`` time): frames decoded long before
+        are wasted.  ``math.inf`` while no image may be sent (no caller audio yet)."""
+        if not self._tasks or not self.can_send():
+            return math.inf
+        return self._due
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -85,6 +104,7 @@ class FrameSampler:
         self._latest = None
 
     async def _read(self) -> None:
+        assert self.track is not None
         while True:
             try:
                 frame = await self.track.recv()
@@ -92,9 +112,7 @@ class FrameSampler:
                 return
             if not isinstance(frame, av.VideoFrame):
                 continue
-            self.stats.frames_read += 1
-            self._latest = frame
-            self._fresh.set()
+            self.offer(frame)
 
     async def _sample(self) -> None:
         """Images leave at least ``interval`` apart, and encoding starts early enough
@@ -103,6 +121,7 @@ class FrameSampler:
         last_sent = -float("inf")
         encode_lead = 0.0
         while True:
+            self._due = last_sent + self.interval - encode_lead
             await self._fresh.wait()
             delay = last_sent + self.interval - encode_lead - self.clock()
             if delay > 0:
@@ -117,6 +136,9 @@ class FrameSampler:
             if frame is None:
                 continue
             started = self.clock()
+            self._due = started + self.interval - encode_lead
+            if self.on_sample is not None:
+                self.on_sample()
             try:
                 image: EncodedImage = await loop.run_in_executor(
                     self.executor, self.encoder.encode, frame

@@ -16,13 +16,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import av
 from aiortc import RTCDataChannel, RTCPeerConnection
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from ..conversation.core import Conversation
 from ..conversation.events import ConversationEvent, Ended
-from ..media.reply_track import ReplyTrack
+from ..media.audio_decode import CallerAudioDecoder
+from ..media.reply_track import OpusReplyTrack, ReplyTrack
+from ..media.video_gate import VideoDecoder
+from . import aiortc_fastpath as fastpath
 
 log = logging.getLogger("omni_rtc.call")
 
@@ -64,6 +68,8 @@ class WebRtcCall:
         self._channel: RTCDataChannel | None = None
         self._outbox: deque[str] = deque(maxlen=OUTBOX_LIMIT)
         self._tracks_seen: set[MediaStreamTrack] = set()
+        self._opus_track: OpusReplyTrack | None = None
+        self.video_decoders: list[VideoDecoder] = []
         self._reply_added = False
         self._reply_checked = False
         self._last_heard = time.monotonic()
@@ -98,8 +104,27 @@ class WebRtcCall:
                 transceiver.sender.replaceTrack(self.reply_track)
                 if transceiver.direction == "recvonly":
                     transceiver.direction = "sendrecv"
+                self._watch_reply_codec(transceiver.sender)
                 return
-        self.pc.addTrack(self.reply_track)
+        self._watch_reply_codec(self.pc.addTrack(self.reply_track))
+
+    def _watch_reply_codec(self, sender: Any) -> None:
+        """Send the reply as Opus packets encoded here when the peer chose Opus."""
+
+        def chosen(codec: RTCRtpCodecParameters) -> None:
+            if (
+                codec.mimeType.lower() != "audio/opus"
+                or sender.track is not self.reply_track
+                or not OpusReplyTrack.supports(self.reply_track)
+            ):
+                return  # G.711/G.722 peers: aiortc encodes the track's frames
+            self._opus_track = OpusReplyTrack(self.reply_track)
+            sender.replaceTrack(self._opus_track)
+
+        fastpath.on_send_codec(sender, chosen)
+
+    def _is_reply(self, track: MediaStreamTrack | None) -> bool:
+        return track is not None and track in (self.reply_track, self._opus_track)
 
     def start(self) -> None:
         """The conversation is running: pump tracks already there, watch the connection."""
@@ -113,13 +138,54 @@ class WebRtcCall:
         if track in self._tracks_seen:
             return
         self._tracks_seen.add(track)
+        receiver = next(
+            (t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None
+        )
         if track.kind == "audio":
-            for transceiver in self.pc.getTransceivers():
-                if transceiver.receiver.track is track:
-                    _low_latency_audio_receiver(transceiver.receiver)
+            if receiver is not None:
+                fastpath.low_latency_audio(receiver)
+                if self._decode_audio_here(receiver):
+                    return
             self.conversation.spawn(self._pump_caller_audio(track), "caller-audio")
         elif track.kind == "video":
+            if receiver is not None and self._decode_video_here(receiver):
+                return
             self.conversation.watch_video(track)
+
+    def _decode_audio_here(self, receiver: Any) -> bool:
+        """Opus straight to the model's rate on the loop, not in aiortc's thread."""
+        decoder = CallerAudioDecoder(
+            self.conversation.input_rate, on_pcm=self._caller_pcm, on_frame=self._caller_frame
+        )
+        return fastpath.take_encoded_frames(receiver, decoder, on_end=_nothing)
+
+    def _caller_pcm(self, pcm: bytes, rate: int) -> None:
+        self._last_heard = time.monotonic()
+        self.conversation.push_audio(pcm, rate)
+
+    def _caller_frame(self, frame: av.AudioFrame) -> None:
+        self._last_heard = time.monotonic()
+        self.conversation.push_frame(frame)
+
+    def _decode_video_here(self, receiver: Any) -> bool:
+        """Decode only the camera frames the sampler will take (none when video is off)."""
+        route = _Forward()
+        if not fastpath.take_encoded_frames(receiver, route, on_end=_nothing):
+            return False
+        sampler = self.conversation.video_input()
+        if sampler is None:
+            return True  # no images for this call: frames are not decoded at all
+        decoder = VideoDecoder(
+            due=sampler.next_frame_due,
+            interval=lambda: sampler.interval,
+            deliver=sampler.offer,
+            request_key_frame=lambda: _ignore(fastpath.request_key_frame(receiver)),
+            clock=sampler.clock,
+        )
+        sampler.on_sample = decoder.sampled
+        route.to = decoder
+        self.video_decoders.append(decoder)
+        return True
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label != EVENTS_CHANNEL:
@@ -152,7 +218,7 @@ class WebRtcCall:
         self._reply_checked = True
         if not any(
             t.kind == "audio"
-            and t.sender.track is self.reply_track
+            and self._is_reply(t.sender.track)
             and t.currentDirection in ("sendrecv", "sendonly")
             for t in self.pc.getTransceivers()
         ):
@@ -271,6 +337,13 @@ class WebRtcCall:
         self.reply_track.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), 2)
+        for decoder in self.video_decoders:
+            log.debug(
+                "call %s: camera frames %s, PLIs %s",
+                self.id,
+                decoder.gate.stats,
+                decoder.gate.pli_state,
+            )
         self.closed.set()
         if self.on_closed is not None:
             self.on_closed(self)
@@ -305,15 +378,20 @@ def _nesting(text: str) -> int:
     return deepest
 
 
-def _low_latency_audio_receiver(receiver: Any) -> None:
-    """Release caller audio after 1 frame instead of aiortc's 4 (~60 ms less uplink delay).
+class _Forward:
+    """Encoded frames to whatever ``to`` is once set (dropped before)."""
 
-    aiortc's audio jitter buffer holds frames for playout smoothing; the model is not
-    a speaker and needs no smoothing, only order.
-    """
-    attribute = "_RTCRtpReceiver__jitter_buffer"
-    current = getattr(receiver, attribute, None)
-    if isinstance(current, JitterBuffer):
-        setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=1))
-    else:
-        log.debug("aiortc receiver layout changed; keeping its default jitter buffer")
+    def __init__(self) -> None:
+        self.to: fastpath.EncodedFrameHandler | None = None
+
+    def __call__(self, codec: RTCRtpCodecParameters, data: bytes, timestamp: int) -> None:
+        if self.to is not None:
+            self.to(codec, data, timestamp)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _ignore(_: object) -> None:
+    pass

@@ -1,9 +1,13 @@
 import asyncio
+import fractions
 
+import av
 import numpy as np
 import pytest
+from aiortc.mediastreams import MediaStreamError
 
-from omni_rtc.media.reply_track import ReplyTrack
+from omni_rtc.media.opus import OpusDecoder
+from omni_rtc.media.reply_track import OpusReplyTrack, ReplyTrack
 
 RATE = 24_000
 
@@ -161,3 +165,79 @@ async def test_played_samples_count_for_truncation() -> None:
     track.flush()
     track.new_reply()
     assert track.reply_samples_played == 0
+
+
+# ---------------------------------------------------------------- Opus packets for WebRTC
+
+
+def make_opus_track(**kwargs) -> tuple[OpusReplyTrack, ReplyTrack, VirtualTime]:
+    track, vt = make_track(**kwargs)
+    return OpusReplyTrack(track), track, vt
+
+
+def tone(seconds: float, freq: float = 330.0) -> bytes:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * freq * t) * 9000).astype("<i2").tobytes()
+
+
+async def test_opus_track_sends_one_packet_per_20_ms_with_sample_pts() -> None:
+    opus, track, vt = make_opus_track()
+    start = vt.now
+    packets = [await opus.recv() for _ in range(50)]
+    assert vt.now - start == pytest.approx(49 * 0.02)  # same pacing as the frames
+    assert all(isinstance(p, av.Packet) for p in packets)
+    assert [p.pts for p in packets] == [i * 480 for i in range(50)]
+    assert all(p.time_base == fractions.Fraction(1, RATE) for p in packets)
+    assert track.stats.frames_sent == 50
+
+
+async def test_opus_packets_decode_to_the_reply() -> None:
+    opus, track, _ = make_opus_track()
+    audio = tone(1.0)
+    track.new_reply()
+    track.push(audio)
+    track.end_of_reply()
+    decoder = OpusDecoder(RATE)
+    out = b"".join([decoder.decode(bytes(await opus.recv())) for _ in range(55)])
+    got = np.frombuffer(out, dtype="<i2").astype(np.float64)
+    ref = np.frombuffer(audio, dtype="<i2").astype(np.float64)
+    corr = max(
+        np.corrcoef(ref[2000:20000], got[2000 + lag : 20000 + lag])[0, 1] for lag in range(200)
+    )
+    assert corr > 0.95
+    assert track.reply_samples_played == RATE
+
+
+async def test_opus_silence_between_replies_is_encoded_until_it_settles_then_reused() -> None:
+    opus, track, _ = make_opus_track()
+    silent = [bytes(await opus.recv()) for _ in range(50)]
+    assert opus.packets_encoded < 10  # the rest were the settled silence packet
+    assert opus.silence_reused == 50 - opus.packets_encoded
+    assert len(set(silent[opus.packets_encoded :])) == 1
+    decoder = OpusDecoder(RATE)
+    quiet = np.frombuffer(b"".join(decoder.decode(p) for p in silent[-10:]), "<i2")
+    assert np.abs(quiet).max() <= 8  # below -70 dBFS: silence
+    # a reply after the silence is encoded again, and heard
+    track.push(tone(0.2))
+    track.end_of_reply()
+    encoded = opus.packets_encoded
+    reply = [bytes(await opus.recv()) for _ in range(10)]
+    assert opus.packets_encoded == encoded + 10
+    assert np.abs(np.frombuffer(b"".join(decoder.decode(p) for p in reply), "<i2")).max() > 4000
+
+
+async def test_opus_track_stops_with_its_reply_track_and_back() -> None:
+    opus, track, _ = make_opus_track()
+    await opus.recv()
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await opus.recv()
+    other, reply, _ = make_opus_track()
+    other.stop()
+    assert reply.readyState == "ended"
+
+
+def test_opus_track_only_for_opus_rates() -> None:
+    assert OpusReplyTrack.supports(ReplyTrack(24_000))
+    assert OpusReplyTrack.supports(ReplyTrack(48_000))
+    assert not OpusReplyTrack.supports(ReplyTrack(22_050))

@@ -1,0 +1,369 @@
+"""Decode only the camera frames the sampler will use.
+
+The model takes at most 2 images a second, a camera sends 5 to 30 frames; but an inter
+frame decodes only on top of every frame since the last key frame.  :class:`DecodeGate`
+decides, frame by frame, whether to decode, and when to ask the sender for a key frame
+(RTCP PLI):
+
+- a frame the sampler wants now (its next image is due) is decoded if it can be;
+- between images, frames are skipped when a key frame is expected before the next image
+  is due: from a sender with a steady key-frame period (measured), or from a sender that
+  answers PLIs (measured: a key frame arrives soon after we ask, off its own schedule);
+- otherwise the chain from the last key frame is kept, and the frame is decoded.
+
+A sender that ignores PLIs and sends a key frame every second still yields 2 images a
+second: the chain is decoded from the key frame up to the frame the second image needs,
+the rest of the second is skipped.  Chromium answers at most one PLI per 300 ms
+(libwebrtc ``EncoderRtcpFeedback``, ``kMinKeyframeSendIntervalMs``); aiortc's encoder
+answers every one.  PLIs are only relied on when the camera sends many frames per image
+(asking costs a key frame, several inter frames' worth of bits); at the 5 frames a
+second the page asks for, every frame is decoded.
+
+:class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread: it runs on
+the event loop) and hands the decoded frame to the sampler.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+
+log = logging.getLogger("omni_rtc.media")
+
+NEVER = math.inf
+
+PLI_WAIT_S = 0.35
+"""A key frame later than this after our PLI was not an answer to it."""
+PLI_MIN_GAP_S = 0.45
+"""Never ask more often (Chromium ignores PLIs less than 300 ms apart)."""
+PLI_DEFAULT_LATENCY_S = 0.15
+PROBE_AFTER_S = 2.0
+"""Probe only a sender that sent no key frame for this long: one with a shorter period
+cannot answer a probe by chance, and its period is learnt instead."""
+PROBES_TO_TRUST = 2
+"""Probes answered in a row before PLIs are relied on."""
+PROBE_MISSES_TO_GIVE_UP = 2
+PLI_RETRY_S = 30.0
+"""How long a sender that ignored our probes is left alone before asking again."""
+FRAMES_PER_IMAGE_FOR_PLI = 6
+"""Rely on PLIs only when the camera sends at least this many frames per image."""
+PERIOD_TOLERANCE = 0.1
+"""Two key-frame intervals within 10% of each other make a steady period."""
+
+
+@dataclass
+class GateStats:
+    decoded: int = 0
+    skipped: int = 0
+    key_frames: int = 0
+    plis: int = 0
+    plis_answered: int = 0
+    decode_errors: int = 0
+
+
+class DecodeGate:
+    """Sans-I/O: :meth:`on_frame` says whether to decode and whether to send a PLI.
+
+    ``due`` is when the sampler will next take a frame (``NEVER`` when it takes none,
+    e.g. before the caller's first audio); ``now`` the frame's arrival time.
+
+    Whether a sender answers PLIs is learnt from probes, sent only while the chain is
+    decoded anyway (no image is lost if nobody answers) and only to a sender quiet for
+    :data:`PROBE_AFTER_S` (so that a periodic key frame cannot pass for an answer).
+    """
+
+    def __init__(self) -> None:
+        self.chain = False
+        """The decoder holds every frame since the last key frame."""
+        self.stats = GateStats()
+        self.pli_state = "unknown"  # "honoured" | "ignored"
+        self.pli_latency = PLI_DEFAULT_LATENCY_S
+        self._pli_sent_at: float | None = None
+        self._pli_purpose = ""  # "probe" | "gating" | "recovery"
+        self._last_pli = -NEVER
+        self._probe_answers = 0
+        self._probe_misses = 0
+        self._ignored_at = -NEVER
+        self._last_key: float | None = None
+        self._period: float | None = None
+        """Key-frame period of the sender, once two intervals in a row agreed."""
+        self._last_interval: float | None = None
+        self._last_frame: float | None = None
+        self._gaps = 0
+        self.frame_interval = 1 / 30
+
+    # ---------------------------------------------------------------- predictions
+
+    def slack(self) -> float:
+        """How late an image may be to wait for a key frame instead of decoding a chain."""
+        return max(0.1, 2 * self.frame_interval)
+
+    def natural_key_at(self, now: float) -> float:
+        """When the sender's own next key frame is expected (``NEVER`` if unknown)."""
+        if self._period is None or self._last_key is None:
+            return NEVER
+        expected = self._last_key + self._period
+        if now > expected + self.slack():
+            return NEVER  # the period broke: rely on nothing
+        return expected
+
+    def _pli_pays(self, interval: float) -> bool:
+        """Many frames per image (measured over ten frames at least)."""
+        return self._gaps >= 10 and interval / self.frame_interval >= FRAMES_PER_IMAGE_FOR_PLI
+
+    def _pli_lead(self) -> float:
+        return self.pli_latency + self.frame_interval
+
+    def key_available_at(self, now: float, interval: float) -> float:
+        """The earliest a fresh key frame can arrive if we skip from now on."""
+        eta = self.natural_key_at(now)
+        if self.pli_state == "honoured" and self._pli_pays(interval):
+            eta = min(eta, now + self._pli_lead())
+        return eta
+
+    # ---------------------------------------------------------------- decisions
+
+    def on_frame(self, now: float, key: bool, due: float, interval: float) -> tuple[bool, bool]:
+        """``(decode, send_pli)`` for a frame arriving at ``now``.
+
+        ``interval`` is the sampler's time between images.
+        """
+        if self._last_frame is not None:
+            gap = now - self._last_frame
+            if 0 < gap < 1:
+                self._gaps += 1
+                weight = max(0.1, 1 / self._gaps)  # the mean of the first ten, then EWMA
+                self.frame_interval += weight * (gap - self.frame_interval)
+        self._last_frame = now
+        self._check_pli_timeout(now)
+        if key:
+            self._key_arrived(now)
+        if due == NEVER:
+            decode = False
+        elif key:
+            # Decode unless another key frame comes before the sampler needs one.
+            decode = due - now <= self._key_gap(interval) + self.slack()
+        elif not self.chain:
+            decode = False
+        elif due <= now:
+            decode = True
+        else:
+            decode = self.key_available_at(now, interval) > due + self.slack()
+        send_pli = False
+        if decode:
+            self.chain = True
+            self.stats.decoded += 1
+        else:
+            self.chain = False
+            self.stats.skipped += 1
+            if not key and due != NEVER and self._want_pli(now, due, interval):
+                send_pli = True
+                purpose = "gating" if self.pli_state == "honoured" else "recovery"
+                self._sent_pli(now, purpose)
+        return decode, send_pli
+
+    def decode_failed(self) -> None:
+        """The decoder refused a frame: nothing decodes until the next key frame."""
+        self.chain = False
+        self.stats.decode_errors += 1
+
+    def after_sample(self, now: float, interval: float) -> bool:
+        """The sampler just took a frame; True to send a probing PLI (to learn whether
+        this sender answers them, while the chain is still decoded: no image is lost)."""
+        if self.pli_state == "honoured" or self._pli_sent_at is not None:
+            return False
+        if self.pli_state == "ignored" and now - self._ignored_at < PLI_RETRY_S:
+            return False
+        quiet_since = self._last_key if self._last_key is not None else now
+        if (
+            not self.chain
+            or self._period is not None  # its own key frames will do
+            or not self._pli_pays(interval)
+            or now - quiet_since < PROBE_AFTER_S
+            or now - self._last_pli < PLI_MIN_GAP_S
+        ):
+            return False
+        self._sent_pli(now, "probe")
+        return True
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _sent_pli(self, now: float, purpose: str) -> None:
+        self._pli_sent_at = now
+        self._pli_purpose = purpose
+        self._last_pli = now
+        self.stats.plis += 1
+
+    def _key_gap(self, interval: float) -> float:
+        gap = self._period if self._period is not None else NEVER
+        if self.pli_state == "honoured" and self._pli_pays(interval):
+            gap = min(gap, self._pli_lead())
+        return gap
+
+    def _want_pli(self, now: float, due: float, interval: float) -> bool:
+        """Ask for a key frame when the chain is broken and an image is due soon."""
+        if self._pli_sent_at is not None or now - self._last_pli < PLI_MIN_GAP_S:
+            return False
+        if self.pli_state == "ignored" and now - self._ignored_at < PLI_RETRY_S:
+            return False
+        if self.natural_key_at(now) <= due + self.slack():
+            return False  # the sender's own key frame will do
+        return due - now <= self._pli_lead()
+
+    def _key_arrived(self, now: float) -> None:
+        self.stats.key_frames += 1
+        sent = self._pli_sent_at
+        natural = self.natural_key_at(now)
+        if natural != NEVER and abs(now - natural) <= self.slack():
+            sent = None  # on the sender's own schedule: not an answer
+        if sent is not None and now - sent <= PLI_WAIT_S:
+            self._pli_sent_at = None
+            self.stats.plis_answered += 1
+            self.pli_latency += 0.3 * ((now - sent) - self.pli_latency)
+            if self._pli_purpose == "probe":
+                self._probe_answers += 1
+                self._probe_misses = 0
+                if self._probe_answers >= PROBES_TO_TRUST:
+                    self.pli_state = "honoured"
+            # A key frame we asked for says nothing about the sender's own period.
+            self._last_key = now
+            self._period = self._last_interval = None
+            return
+        if self._last_key is not None:
+            interval = now - self._last_key
+            last = self._last_interval
+            steady = last is not None and abs(interval - last) <= PERIOD_TOLERANCE * last
+            self._period = interval if steady else None
+            self._last_interval = interval
+        self._last_key = now
+
+    def _check_pli_timeout(self, now: float) -> None:
+        sent = self._pli_sent_at
+        if sent is None or now - sent <= PLI_WAIT_S:
+            return
+        self._pli_sent_at = None
+        if self._pli_purpose == "probe":
+            self._probe_answers = 0
+            self._probe_misses += 1
+            if self._probe_misses >= PROBE_MISSES_TO_GIVE_UP:
+                self.pli_state = "ignored"
+                self._ignored_at = now
+                self._probe_misses = 0
+        elif self._pli_purpose == "gating":
+            # Not answered this time: decode the chain again until probes say otherwise.
+            self.pli_state = "unknown"
+            self._probe_answers = 0
+
+
+def is_key_frame(mime_type: str, data: bytes) -> bool | None:
+    """Whether an encoded frame is a key frame (None: this codec is not understood)."""
+    if not data:
+        return False
+    if mime_type == "video/vp8":
+        return not data[0] & 0x01  # frame tag, bit 0: 0 = key frame (RFC 6386 9.1)
+    if mime_type == "video/h264":
+        start = 0
+        while True:
+            start = data.find(b"\x00\x00\x01", start)
+            if start < 0 or start + 3 >= len(data):
+                return False
+            if data[start + 3] & 0x1F == 5:  # IDR slice
+                return True
+            start += 3
+    return None
+
+
+_DECODERS = {"video/vp8": "vp8", "video/h264": "h264"}
+
+
+class VideoDecoder:
+    """Encoded camera frames (aiortc's reassembled ``(codec, data)``) -> the sampler.
+
+    ``due()`` and ``interval()`` come from the sampler; ``deliver`` takes a decoded
+    frame; ``request_key_frame`` sends a PLI.  Codecs the gate does not understand are
+    decoded frame by frame with aiortc's own decoder for them.
+    """
+
+    def __init__(
+        self,
+        *,
+        due: Callable[[], float],
+        interval: Callable[[], float],
+        deliver: Callable[[av.VideoFrame], None],
+        request_key_frame: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gate = DecodeGate()
+        self._due = due
+        self._interval = interval
+        self._deliver = deliver
+        self._request_key_frame = request_key_frame
+        self._clock = clock
+        self._codec_name: str | None = None
+        self._codec: Any = None
+        self._fallback: Any = None
+
+    def __call__(self, codec: Any, data: bytes, timestamp: int) -> None:
+        mime = str(codec.mimeType).lower()
+        key = is_key_frame(mime, data) if mime in _DECODERS else None
+        now = self._clock()
+        due = self._due()
+        if key is None:  # decode every frame, as aiortc would
+            if due != NEVER:
+                self._decode_other(codec, data, timestamp)
+            return
+        interval = self._interval()
+        decode, send_pli = self.gate.on_frame(now, key, due, interval)
+        if send_pli:
+            self._request_key_frame()
+        if not decode:
+            return
+        frame = self._decode(mime, data, timestamp)
+        if frame is not None:
+            self._deliver(frame)
+
+    def sampled(self) -> None:
+        """The sampler took a frame (it may be time to learn whether PLIs work)."""
+        if self.gate.after_sample(self._clock(), self._interval()):
+            self._request_key_frame()
+
+    def _decode(self, mime: str, data: bytes, timestamp: int) -> av.VideoFrame | None:
+        if self._codec_name != mime:
+            self._codec = av.CodecContext.create(_DECODERS[mime], "r")
+            self._codec.thread_count = 1  # on the event loop: no threads, no frame delay
+            self._codec_name = mime
+        packet = av.Packet(data)
+        packet.pts = timestamp
+        try:
+            frames = self._codec.decode(packet)
+        except av.FFmpegError as exc:
+            self.gate.decode_failed()
+            log.debug("camera frame did not decode: %s", exc)
+            self._request_key_frame()
+            return None
+        last = frames[-1] if frames else None
+        return last if isinstance(last, av.VideoFrame) else None
+
+    def _decode_other(self, codec: Any, data: bytes, timestamp: int) -> None:
+        from aiortc.codecs import get_decoder
+        from aiortc.jitterbuffer import JitterFrame
+
+        if self._fallback is None or self._codec_name != codec.mimeType:
+            self._fallback = get_decoder(codec)
+            self._codec_name = codec.mimeType
+        try:
+            frames = self._fallback.decode(JitterFrame(data, timestamp))
+        except (av.FFmpegError, ValueError):
+            self.gate.stats.decode_errors += 1
+            self._request_key_frame()
+            return
+        self.gate.stats.decoded += 1
+        for frame in frames:
+            if isinstance(frame, av.VideoFrame):
+                self._deliver(frame)

@@ -1,0 +1,286 @@
+"""Cheaper media paths through aiortc: every reach into its private internals, guarded.
+
+aiortc 1.16 decodes every received frame in a thread per receiver and encodes every
+sent audio frame in the default executor, after resampling it to 48 kHz stereo.  On a
+busy core the thread hand-offs (queue, condition, loop wake-ups, the GIL) cost more
+than the codecs.  The functions here let a call do that work on the event loop instead,
+and only the work it needs:
+
+- :func:`take_encoded_frames`: a receiver hands its reassembled encoded frames (Opus,
+  VP8, ...) to a callback on the loop instead of to its decoder thread; the call decodes
+  Opus straight at the model's rate and only the camera frames it samples.
+- :func:`request_key_frame`: the next video packet makes the receiver send a PLI, the
+  same way it does after a decoding error.
+- :func:`on_send_codec`: learn the codec a sender will use before it starts, so the
+  reply can be handed over as Opus packets, which aiortc only packetizes.
+- :func:`low_latency_audio`: each caller audio packet (a whole Opus frame) is handed on
+  as it arrives, in order, instead of after the next one (aiortc's jitter buffer).
+
+:func:`install` (called by ``Bridge``) checks aiortc's layout once; when it changed it
+logs a warning, every function returns False, and calls use aiortc's own paths (same
+behaviour, more CPU).  ``tests/unit/test_aiortc_fastpath.py`` drives real receivers and
+senders through these paths and fails when aiortc changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiortc import rtcrtpreceiver, rtcrtpsender
+from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
+from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.utils import uint16_add, uint16_gt
+
+log = logging.getLogger("omni_rtc.webrtc")
+
+EncodedFrameHandler = Callable[[RTCRtpCodecParameters, bytes, int], None]
+"""``(codec, frame bytes, RTP timestamp)``, called on the event loop."""
+
+_RECEIVER = "_RTCRtpReceiver__"
+_NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
+    rtcrtpreceiver.RTCRtpReceiver.__init__: (
+        _RECEIVER + "decoder_queue",
+        _RECEIVER + "decoder_error",
+        _RECEIVER + "decoder_thread",
+        _RECEIVER + "jitter_buffer",
+    ),
+    rtcrtpreceiver.RTCRtpReceiver.receive: (
+        "decoder_worker",
+        _RECEIVER + "decoder_queue",
+        _RECEIVER + "decoder_thread",
+        "_queue",
+    ),
+    rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet: (
+        _RECEIVER + "decoder_queue",
+        _RECEIVER + "decoder_error",
+        _RECEIVER + "decoder_thread",
+        _RECEIVER + "jitter_buffer",
+        "_send_rtcp_pli",
+        "put",
+        "add",
+        "_data",
+    ),
+    rtcrtpsender.RTCRtpSender._next_encoded_frame: ("pack", "Frame"),
+}
+_WORKER_PARAMETERS = ["loop", "input_q", "output_q", "decode_error"]
+
+_state: bool | None = None
+
+
+def install() -> bool:
+    """Check aiortc's layout and route inline receivers past their threads (idempotent).
+
+    False, with one warning, when aiortc changed: calls then use aiortc's own paths.
+    """
+    global _state
+    if _state is not None:
+        return _state
+    problems = _layout_problems()
+    if problems:
+        log.warning(
+            "aiortc %s changed (%s): media uses aiortc's own threads (more CPU per call)",
+            _aiortc_version(),
+            "; ".join(problems),
+        )
+        _state = False
+        return False
+    original = rtcrtpreceiver.decoder_worker
+
+    def decoder_worker(
+        loop: asyncio.AbstractEventLoop,
+        input_q: Any,
+        output_q: asyncio.Queue[Any],
+        decode_error: threading.Event,
+    ) -> None:
+        if isinstance(input_q, _InlineFrames):
+            return  # frames are handed over on the event loop; nothing to do here
+        original(loop, input_q, output_q, decode_error)
+
+    decoder_worker.__wrapped__ = original  # type: ignore[attr-defined]
+    rtcrtpreceiver.decoder_worker = decoder_worker
+    _state = True
+    return True
+
+
+def _aiortc_version() -> str:
+    import aiortc
+
+    return str(getattr(aiortc, "__version__", "?"))
+
+
+def _layout_problems() -> list[str]:
+    problems = []
+    for function, names in _NEEDS.items():
+        code = getattr(function, "__code__", None)
+        have = set(code.co_names) if code is not None else set()
+        missing = [name for name in names if name not in have]
+        if missing:
+            problems.append(f"{function.__qualname__} no longer uses {', '.join(missing)}")
+    worker = getattr(rtcrtpreceiver, "decoder_worker", None)
+    original = getattr(worker, "__wrapped__", worker)
+    if not callable(original) or list(inspect.signature(original).parameters) != (
+        _WORKER_PARAMETERS
+    ):
+        problems.append("decoder_worker(loop, input_q, output_q, decode_error) changed")
+    if not callable(getattr(AiortcOpusEncoder, "pack", None)):
+        problems.append("OpusEncoder.pack is gone")
+    if not inspect.iscoroutinefunction(rtcrtpsender.RTCRtpSender.send):
+        problems.append("RTCRtpSender.send is not a coroutine")
+    if not callable(getattr(rtcrtpreceiver.RTCRtpReceiver, "_send_rtcp_pli", None)):
+        problems.append("RTCRtpReceiver._send_rtcp_pli is gone")
+    return problems
+
+
+class _InlineFrames:
+    """Stands in for a receiver's decoder queue: ``put`` runs on the event loop."""
+
+    def __init__(
+        self,
+        on_frame: EncodedFrameHandler,
+        on_end: Callable[[], None],
+        track_queue: asyncio.Queue[Any],
+        decode_error: threading.Event,
+        kind: str,
+    ) -> None:
+        self.on_frame = on_frame
+        self.on_end = on_end
+        self.track_queue = track_queue
+        self.decode_error = decode_error
+        self.kind = kind
+        self.ended = False
+        self.failures = 0
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if self.ended:
+            return
+        if item is None:  # the receiver stopped: end its track, as its thread would
+            self.ended = True
+            self.track_queue.put_nowait(None)
+            self._call(self.on_end)
+            return
+        codec, encoded = item
+        try:
+            self.on_frame(codec, encoded.data, encoded.timestamp)
+        except Exception:
+            # Never let a frame end aiortc's receive loop; video asks for a key frame.
+            self.failures += 1
+            if self.failures == 1:
+                log.exception("%s frame handler failed (later failures are counted)", self.kind)
+            self.decode_error.set()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        raise queue.Empty  # never read: the worker thread returns at once
+
+    @staticmethod
+    def _call(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("end-of-track handler failed")
+
+
+def take_encoded_frames(
+    receiver: Any, on_frame: EncodedFrameHandler, on_end: Callable[[], None]
+) -> bool:
+    """Hand ``receiver``'s encoded frames to ``on_frame`` (on the loop), not its thread.
+
+    Call before the receiver starts (before the connection is up).  ``on_end`` runs when
+    it stops; its track then ends as usual.  False (and nothing changed) if the receiver
+    already started or aiortc's layout changed: read ``receiver.track`` then.
+    """
+    if not install():
+        return False
+    attrs = vars(receiver)
+    current = attrs.get(_RECEIVER + "decoder_queue")
+    error = attrs.get(_RECEIVER + "decoder_error")
+    track_queue = getattr(receiver.track, "_queue", None)
+    if (
+        attrs.get(_RECEIVER + "decoder_thread") is not None
+        or type(current) is not queue.Queue
+        or not current.empty()
+        or not isinstance(error, threading.Event)
+        or not isinstance(track_queue, asyncio.Queue)
+    ):
+        log.debug("receiver already started or unfamiliar: aiortc decodes its frames")
+        return False
+    kind = str(getattr(receiver.track, "kind", "media"))
+    inline = _InlineFrames(on_frame, on_end, track_queue, error, kind)
+    setattr(receiver, _RECEIVER + "decoder_queue", inline)
+    return True
+
+
+def request_key_frame(receiver: Any) -> bool:
+    """Make a video receiver send a PLI with its next packet (as after a decode error)."""
+    error = vars(receiver).get(_RECEIVER + "decoder_error")
+    if not _state or not isinstance(error, threading.Event):
+        return False
+    error.set()
+    return True
+
+
+def on_send_codec(sender: Any, callback: Callable[[RTCRtpCodecParameters], None]) -> bool:
+    """Call ``callback(codec)`` with the codec ``sender`` will use, just before it starts
+    (its first call to the track's ``recv``), so the track can be replaced to match."""
+    if not install():
+        return False
+    original: Callable[[Any], Coroutine[Any, Any, None]] = sender.send
+
+    async def send(parameters: Any) -> None:
+        codecs = getattr(parameters, "codecs", None)
+        if codecs:
+            try:
+                callback(codecs[0])
+            except Exception:
+                log.exception("send-codec callback failed; aiortc encodes as usual")
+        await original(parameters)
+
+    sender.send = send
+    return True
+
+
+def low_latency_audio(receiver: Any) -> bool:
+    """Hand each caller audio packet on as it arrives (~20 ms less uplink delay than
+    aiortc's buffer at its smallest, ~80 ms less than its default).
+
+    aiortc's audio jitter buffer holds frames for playout smoothing and releases one
+    when the next arrives; the model is not a speaker and needs no smoothing, only
+    order, and an audio packet is a whole frame.
+    """
+    attribute = _RECEIVER + "jitter_buffer"
+    current = vars(receiver).get(attribute)
+    if not _state and not install():
+        return False
+    if not isinstance(current, JitterBuffer):
+        log.debug("aiortc receiver layout changed; keeping its default jitter buffer")
+        return False
+    setattr(receiver, attribute, InOrderAudio(current.capacity))
+    return True
+
+
+class InOrderAudio:
+    """Stands in for an audio receiver's JitterBuffer: every packet out at once, in order.
+
+    A packet older than one already handed on (reordered, or repeated) is dropped: it
+    is too late to matter.  A sequence number far behind means the stream restarted.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._last: int | None = None
+        self.late = 0
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        last = self._last
+        if last is not None and not uint16_gt(seq, last) and uint16_add(last, -seq) < MAX_MISORDER:
+            self.late += 1
+            return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)

@@ -1,0 +1,92 @@
+"""Calls through the media fast path (omni_rtc/transports/aiortc_fastpath.py), end to end.
+
+An Opus peer gets the reply as Opus packets encoded by the bridge, its audio decoded by
+libopus on the loop and its camera decoded only for the sampler; a peer that only offers
+G.711 still hears the reply (aiortc encodes frames) and is still heard by the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiortc import RTCRtpSender
+
+from omni_rtc.media.reply_track import OpusReplyTrack
+from omni_rtc.transports.webrtc import WebRtcCall
+from tests.conftest import run_bridge
+from tests.media import best_circular_correlation, envelope, load_pcm48
+from tests.peer import LoopingPcmTrack, PatternVideoTrack, TestPeer
+
+
+def to16k(pcm48: bytes) -> bytes:
+    from omni_rtc.emulator.replies import resample_pcm16
+
+    return resample_pcm16(pcm48, 48_000, 16_000)
+
+
+def heard(peer: TestPeer, level_db: float = -50.0) -> float:
+    return sum(0.02 for _, db in peer.levels if db > level_db)
+
+
+def only_codec(peer: TestPeer, mime_type: str) -> None:
+    codecs = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime_type]
+    for transceiver in peer.pc.getTransceivers():
+        if transceiver.kind == "audio":
+            transceiver.setCodecPreferences(codecs)
+
+
+async def one_call(bridge, peer: TestPeer) -> WebRtcCall:  # type: ignore[no-untyped-def]
+    await peer.call()
+    await peer.wait_connected()
+    calls = bridge.manager.list()
+    assert len(calls) == 1
+    call = calls[0]
+    assert isinstance(call, WebRtcCall)
+    await peer.wait_message(
+        lambda m: m.get("type") == "transcript" and m["role"] == "assistant" and m["final"],
+        timeout=20,
+    )
+    await asyncio.sleep(1.0)  # let the echo play
+    return call
+
+
+async def test_opus_peer_gets_packets_encoded_here_and_its_camera_sampled(speech_wav) -> None:
+    speech = load_pcm48(speech_wav)
+    async with run_bridge() as bridge:
+        peer = TestPeer(bridge.url, LoopingPcmTrack(speech), PatternVideoTrack(640, 480, fps=30))
+        try:
+            call = await one_call(bridge, peer)
+            opus = call._opus_track
+            assert isinstance(opus, OpusReplyTrack)
+            assert opus.packets_encoded + opus.silence_reused > 50
+            [decoder] = call.video_decoders
+            stats = decoder.gate.stats
+            assert stats.decoded > 0
+            assert stats.decode_errors == 0
+        finally:
+            await peer.close()
+        record = bridge.emulator.sessions[0]
+    assert heard(peer) > 0.5
+    reference = envelope(to16k(speech), 16_000)
+    r = best_circular_correlation(reference, envelope(bytes(record.audio), 16_000))
+    assert r >= 0.8, f"envelope correlation {r:.2f}"
+    assert record.images
+    assert all(i.accepted for i in record.images)
+
+
+async def test_g711_peer_is_heard_and_hears_the_reply(speech_wav) -> None:
+    speech = load_pcm48(speech_wav)
+    async with run_bridge() as bridge:
+        peer = TestPeer(bridge.url, LoopingPcmTrack(speech))
+        only_codec(peer, "audio/PCMU")
+        try:
+            call = await one_call(bridge, peer)
+            assert call._opus_track is None  # aiortc encodes the ReplyTrack's frames
+            assert "PCMU" in peer.pc.remoteDescription.sdp
+        finally:
+            await peer.close()
+        record = bridge.emulator.sessions[0]
+    assert heard(peer) > 0.5
+    reference = envelope(to16k(speech), 16_000)
+    r = best_circular_correlation(reference, envelope(bytes(record.audio), 16_000))
+    assert r >= 0.8, f"envelope correlation {r:.2f}"

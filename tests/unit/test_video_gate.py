@@ -1,0 +1,264 @@
+"""Decode only the camera frames the 2 fps sampler takes: simulated senders, real VP8."""
+
+from __future__ import annotations
+
+import fractions
+import math
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from omni_rtc.media.video_gate import NEVER, DecodeGate, VideoDecoder, is_key_frame
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
+
+
+@dataclass
+class Sender:
+    """A camera: ``fps`` frames a second, a key frame every ``key_every`` frames (0: only
+    the first), answering PLIs after ``pli_latency`` unless ``honours_pli`` is False."""
+
+    fps: float = 30.0
+    key_every: int = 30
+    honours_pli: bool = False
+    pli_latency: float = 0.05
+    min_pli_gap: float = 0.0
+    pending_key_at: float | None = None
+    last_pli_answered: float = -math.inf
+
+    def pli(self, now: float) -> None:
+        if self.honours_pli and now - self.last_pli_answered >= self.min_pli_gap:
+            self.last_pli_answered = now
+            self.pending_key_at = now + self.pli_latency
+
+    def is_key(self, index: int, now: float) -> bool:
+        if self.pending_key_at is not None and now >= self.pending_key_at:
+            self.pending_key_at = None
+            return True
+        return index == 0 or (self.key_every > 0 and index % self.key_every == 0)
+
+
+@dataclass
+class Run:
+    images: list[float] = field(default_factory=list)
+    decoded: int = 0
+    frames: int = 0
+    gate: DecodeGate = field(default_factory=DecodeGate)
+
+    @property
+    def images_per_s(self) -> float:
+        return (
+            len(self.images)
+            / (self.images[-1] - self.images[0])
+            * (len(self.images) - 1)
+            / len(self.images)
+        )
+
+
+def simulate(
+    sender: Sender, seconds: float = 30.0, interval: float = 0.5, audio_from: float = 0.0
+) -> Run:
+    """A sampler like FrameSampler: sleeps until ``due``, then takes the newest decoded
+    frame (or the next one decoded, if none is waiting)."""
+    run = Run()
+    due = -math.inf
+    fresh_at: float | None = None
+
+    def take(at: float) -> None:
+        nonlocal due, fresh_at
+        run.images.append(at)
+        due = at + interval
+        fresh_at = None
+        if run.gate.after_sample(at, interval):
+            sender.pli(at)
+
+    for i in range(int(seconds * sender.fps)):
+        now = i / sender.fps
+        if fresh_at is not None and due <= now and now >= audio_from:
+            take(max(due, fresh_at, audio_from))  # woke at due with a frame waiting
+        key = sender.is_key(i, now)
+        can_send = now >= audio_from
+        decode, pli = run.gate.on_frame(now, key, due if can_send else NEVER, interval)
+        if pli:
+            sender.pli(now)
+        run.frames += 1
+        if decode:
+            run.decoded += 1
+            fresh_at = now
+            if can_send and now >= due:
+                take(now)
+    return run
+
+
+def test_periodic_key_frames_ignoring_pli_still_give_two_images_a_second() -> None:
+    # the benchmark's client: pre-encoded VP8, 30 fps, a key frame every 30, no PLI
+    run = simulate(Sender(fps=30, key_every=30))
+    assert 1.9 <= run.images_per_s <= 2.001
+    assert np.diff(run.images).min() >= 0.49  # never faster than 2 fps
+    assert run.decoded / run.frames < 0.65  # key frame .. second image, not the rest
+    # a key frame every second: PLIs would not pay, and a probe could pass for answered
+    assert run.gate.pli_state == "unknown"
+    assert run.gate.stats.plis == 0
+
+
+def test_a_sender_that_answers_plis_sends_key_frames_just_in_time() -> None:
+    # aiortc's encoder (answers every PLI), 30 fps, key frames only on request
+    run = simulate(Sender(fps=30, key_every=0, honours_pli=True, pli_latency=0.05))
+    assert 1.9 <= run.images_per_s <= 2.001
+    assert run.decoded / run.frames < 0.3  # all frames for the first 5 s (learning)
+    assert run.gate.pli_state == "honoured"
+    assert run.gate.stats.plis_answered >= 50
+
+
+def test_chromium_rate_limit_on_plis_is_respected() -> None:
+    sender = Sender(fps=30, key_every=0, honours_pli=True, pli_latency=0.08, min_pli_gap=0.3)
+    run = simulate(sender)
+    assert 1.9 <= run.images_per_s <= 2.001
+    assert run.gate.stats.plis_answered >= 50  # never asked within Chromium's 300 ms
+
+
+def test_a_slow_periodic_sender_is_not_taken_for_one_that_answers() -> None:
+    # GStreamer's vp8enc: a key frame every 128 frames, whether asked or not
+    for fps, key_every in ((30, 128), (15, 45), (30, 75)):
+        run = simulate(Sender(fps=fps, key_every=key_every), seconds=60)
+        assert run.gate.pli_state != "honoured", (fps, key_every)
+        assert 1.9 <= run.images_per_s <= 2.001
+
+
+def test_few_frames_per_image_are_all_decoded_without_asking_for_key_frames() -> None:
+    # the page's camera: 5 fps; a PLI would cost a key frame to save one inter frame
+    run = simulate(Sender(fps=5, key_every=0, honours_pli=True))
+    assert run.decoded == run.frames
+    assert run.gate.stats.plis == 0
+
+
+def test_a_sender_without_key_frames_or_plis_is_decoded_in_full() -> None:
+    run = simulate(Sender(fps=30, key_every=0, honours_pli=False))
+    assert run.decoded == run.frames
+    assert 1.9 <= run.images_per_s <= 2.001
+
+
+def test_nothing_is_decoded_before_audio_then_a_key_frame_is_asked_for() -> None:
+    sender = Sender(fps=30, key_every=0, honours_pli=True, pli_latency=0.05)
+    run = simulate(sender, seconds=6, audio_from=3.0)
+    assert run.gate.stats.decoded > 0
+    assert run.images[0] <= 3.2  # first image soon after the first audio
+    # frames before the audio were skipped (the first frame only arrives at 0)
+    assert run.gate.stats.skipped >= 3.0 * 30 - 2
+
+
+def test_irregular_key_frames_do_not_make_a_period() -> None:
+    gate = DecodeGate()
+    for at in (0.0, 1.0, 1.7, 3.5):
+        gate.on_frame(at, True, -math.inf, 0.5)
+    assert gate.natural_key_at(3.6) == NEVER
+
+
+def test_key_frame_detection() -> None:
+    assert is_key_frame("video/vp8", b"\x10\x02\x00\x9d\x01\x2a") is True
+    assert is_key_frame("video/vp8", b"\x31\x02\x00") is False
+    idr = b"\x00\x00\x00\x01\x67\x42\x00\x1f\x00\x00\x00\x01\x68\xce\x00\x00\x00\x01\x65\x88"
+    assert is_key_frame("video/h264", idr) is True
+    assert is_key_frame("video/h264", b"\x00\x00\x00\x01\x41\x9a\x00") is False
+    assert is_key_frame("video/h264", b"") is False
+    assert is_key_frame("video/av1", b"\x12\x00") is None
+
+
+def vp8_stream(count: int, gop: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = size
+    codec.pix_fmt = "yuv420p"
+    codec.time_base = fractions.Fraction(1, 30)
+    codec.gop_size = gop
+    codec.options = {"deadline": "realtime", "lag-in-frames": "0", "cpu-used": "8"}
+    out = []
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    for i in range(count):
+        rgb = np.stack([(x + 3 * i) % 256, y % 256, (x // 32 + i) % 2 * 255], axis=-1)
+        frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in codec.encode(frame)]
+    return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_real_vp8_decodes_from_each_key_frame_to_the_frame_the_sampler_takes() -> None:
+    stream = vp8_stream(90, gop=30)
+    assert [is_key_frame("video/vp8", f) for f in stream].count(True) == 3
+    clock = Clock()
+    state = {"due": -math.inf}
+    delivered: list[av.VideoFrame] = []
+    plis: list[float] = []
+    decoder = VideoDecoder(
+        due=lambda: state["due"],
+        interval=lambda: 0.5,
+        deliver=delivered.append,
+        request_key_frame=lambda: plis.append(clock.now),
+        clock=clock,
+    )
+    taken = []
+    for i, data in enumerate(stream):
+        clock.now = i / 30
+        before = len(delivered)
+        decoder(VP8, data, i * 3000)
+        if len(delivered) > before and clock.now >= state["due"]:
+            taken.append(i)
+            state["due"] = clock.now + 0.5
+            decoder.sampled()
+    assert all(f.width == 320 and f.height == 240 for f in delivered)
+    assert taken == [0, 15, 30, 45, 60, 75]  # 2 images a second
+    assert decoder.gate.stats.decode_errors == 0
+    assert decoder.gate.stats.decoded < 90
+    # the skipped frames were really skipped: the decoder never saw a broken chain
+    images = [f.to_ndarray(format="rgb24") for f in delivered[-3:]]
+    assert all(img.std() > 10 for img in images)
+
+
+def test_frames_nobody_wants_are_not_decoded() -> None:
+    stream = vp8_stream(30, gop=30)
+    delivered: list[av.VideoFrame] = []
+    decoder = VideoDecoder(
+        due=lambda: NEVER,
+        interval=lambda: 0.5,
+        deliver=delivered.append,
+        request_key_frame=lambda: None,
+    )
+    for i, data in enumerate(stream):
+        decoder(VP8, data, i * 3000)
+    assert delivered == []
+    assert decoder.gate.stats.decoded == 0
+
+
+def test_an_undecodable_frame_asks_for_a_key_frame() -> None:
+    plis: list[int] = []
+    decoder = VideoDecoder(
+        due=lambda: -math.inf,
+        interval=lambda: 0.5,
+        deliver=lambda f: None,
+        request_key_frame=lambda: plis.append(1),
+    )
+    decoder(VP8, b"\x10\x02\x00\x9d\x01\x2a\xff\xff", 0)  # a key frame header, then junk
+    assert decoder.gate.stats.decode_errors == 1
+    assert plis == [1]
+    assert not decoder.gate.chain
+
+
+@pytest.mark.parametrize("fps", [30.0, 15.0])
+def test_jittery_arrival_keeps_the_period(fps: float) -> None:
+    rng = np.random.default_rng(1)
+    gate = DecodeGate()
+    for k in range(6):
+        gate.on_frame(k * 1.0 + float(rng.uniform(0, 0.01)), True, -math.inf, 0.5)
+    assert gate.natural_key_at(5.2) == pytest.approx(6.0, abs=0.05)
