@@ -8,29 +8,75 @@ of bench/sip.py dials N calls and streams 20 ms PCMU on each. A step is real tim
 >= 97% of the echo packets arrive and their p99 gap stays under 40 ms. The capacity is
 the largest real-time step. On a 2-core machine the load client and the emulator share
 the cores with the workers, so the two-worker figure is a floor.
+
+``--quota 0.4`` measures the scaling where the load generator would otherwise starve the
+workers (a 2-core machine): the server's process tree runs in a CPU cgroup (v1 ``cpu``
+or v2 ``cpu.max``; needs root) limited to 0.4 of a core per worker, unpinned, so one
+worker gets 0.4 core, two get 0.8, and the load client and the emulator keep the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sip import HOST, SIP_PORT, free_port, load_step
 
 
-async def capacity(workers: int, cpus: str, steps: list[int], seconds: float) -> int:
+@contextlib.contextmanager
+def cpu_quota(cores: float) -> Iterator[Path]:
+    """A CPU cgroup limited to ``cores`` per 100 ms period (shorter periods throttle the
+    burst that 20 ms ticks of N packets make, long before the average use nears the
+    quota); yields its ``cgroup.procs``."""
+    period = 100_000
+    quota = max(1000, int(cores * period))
+    v2 = Path("/sys/fs/cgroup/cpu.max").exists()
+    group = Path("/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/cpu") / f"omni-bench-{os.getpid()}"
+    group.mkdir()
+    try:
+        if v2:
+            (group / "cpu.max").write_text(f"{quota} {period}")
+        else:
+            (group / "cpu.cfs_period_us").write_text(str(period))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        yield group / "cgroup.procs"
+    finally:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+async def capacity(
+    workers: int, cpus: str, steps: list[int], seconds: float, quota: float | None = None
+) -> int:
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(cpu_quota(quota * workers)) if quota else None
+        return await _capacity(workers, cpus, steps, seconds, procs, quota)
+
+
+async def _capacity(
+    workers: int,
+    cpus: str,
+    steps: list[int],
+    seconds: float,
+    procs: Path | None,
+    quota: float | None,
+) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     up = free_port()
     emulator = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "omni_rtc", "emulator", "--port", str(up), "--reply", "live",
         "--log-level", "WARNING", env=env, stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
+    # in the cgroup before the server starts: its workers inherit it
+    join = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs)] if procs else []
     server = await asyncio.create_subprocess_exec(
-        "taskset", "-c", cpus, sys.executable, "-m", "omni_rtc", "serve",
+        *join, "taskset", "-c", cpus, sys.executable, "-m", "omni_rtc", "serve",
         "--workers", str(workers), "--port", str(free_port()),
         "--sip-listen", f"udp:{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
         "--rtp-ports", "45000-45999", "--upstream-url", f"ws://{HOST}:{up}/api-ws/v1/realtime",
@@ -40,7 +86,8 @@ async def capacity(workers: int, cpus: str, steps: list[int], seconds: float) ->
     best = 0
     try:
         await asyncio.sleep(4.0 + 2.0 * workers)
-        print(f"--workers {workers} on CPUs {cpus}")
+        where = f"{quota * workers:.1f} core (cgroup quota)" if quota else f"CPUs {cpus}"
+        print(f"--workers {workers} on {where}")
         print("calls  server CPU  echo received (worst call)  gap p99  real time")
         for n in steps:
             r = await load_step(n, seconds, server.pid, tree=True)
@@ -61,16 +108,23 @@ async def capacity(workers: int, cpus: str, steps: list[int], seconds: float) ->
     return best
 
 
-async def main(steps: list[int], seconds: float) -> None:
-    one = await capacity(1, "1", steps, seconds)
-    two = await capacity(2, "0,1", steps, seconds)
+async def main(steps: list[int], seconds: float, quota: float | None) -> None:
+    if quota:
+        one = await capacity(1, "0,1", steps, seconds, quota)
+        two = await capacity(2, "0,1", steps, seconds, quota)
+        what = f"{quota:.1f} of a core per worker"
+    else:
+        one = await capacity(1, "1", steps, seconds)
+        two = await capacity(2, "0,1", steps, seconds)
+        what = "one core per worker"
     ratio = two / one if one else float("nan")
-    print(f"capacity: {one} calls with one worker on one core, {two} with two on two: {ratio:.2f}x")
+    print(f"capacity ({what}): {one} calls with one worker, {two} with two: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="10,20,30,40,50,60,70")
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--quota", type=float, default=None, help="cores per worker (cgroup)")
     args = parser.parse_args()
-    asyncio.run(main([int(x) for x in args.calls.split(",")], args.seconds))
+    asyncio.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.quota))

@@ -110,8 +110,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--max-calls",
         "OMNI_RTC_MAX_CALLS",
-        "concurrent calls each worker process accepts (6 A/V calls use ~85% of a core: "
-        "bench/calls.py); /healthz shows the sum",
+        "concurrent calls each worker process accepts (an A/V call with a 30 fps camera "
+        "costs 5-9% of a core, a G.711 SIP call ~1%: README Benchmarks); /healthz shows "
+        "the sum",
         6,
         positive_int,
     ),
