@@ -96,7 +96,10 @@ def delayed_correlation(reference: np.ndarray, received: np.ndarray, max_lag: in
         n = min(len(reference), len(received) - lag)
         if n < len(reference) * 0.7:
             break
-        r = float(np.corrcoef(reference[:n], received[lag : lag + n])[0, 1])
+        window = received[lag : lag + n]
+        if not window.std():  # silence at this lag: no correlation to speak of
+            continue
+        r = float(np.corrcoef(reference[:n], window)[0, 1])
         best = max(best, r)
     return best
 
