@@ -127,6 +127,19 @@
     currentAssistant = null;
   }
 
+  // A failed request to the server, told apart from the browser refusing something
+  // (a TypeError too, but not "cannot reach").
+  class FetchFailed extends Error {
+    constructor(cause) { super(String(cause)); this.cause = cause; }
+  }
+
+  function describeCallError(err) {
+    if (err && err.name === "Error") return err.message; // the server's refusal, already worded
+    if (err && err.name === "NotAllowedError") return "Microphone or camera access was refused: allow it in the browser and call again.";
+    if (err && err.name === "NotFoundError") return "No microphone found.";
+    return `The browser could not start the call: ${err && err.name ? `${err.name}: ` : ""}${(err && err.message) || err}`;
+  }
+
   function describeFetchError(err) {
     // fetch() rejects with a TypeError ("Failed to fetch") when nothing answers
     if (err instanceof TypeError) return "Cannot reach the omni-rtc server: is it running, and is the network up?";
@@ -290,13 +303,14 @@
           sdp: pc.localDescription.sdp, type: "offer", mode,
           voice: ui.voice.value || undefined, instructions: ui.instructions.value.trim() || undefined,
         }),
-      });
+      }).catch((err) => { throw new FetchFailed(err); });
       const body = await response.json().catch(() => ({}));
       if (!response.ok) throw new Error(refusalMessage(response.status, body));
       debug.callId = body.call_id;
       await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     } catch (err) {
-      showError(describeFetchError(err));
+      console.error("call failed:", err instanceof FetchFailed ? err.cause : err);
+      showError(err instanceof FetchFailed ? describeFetchError(err.cause) : describeCallError(err));
       endCall(false);
     }
   }
