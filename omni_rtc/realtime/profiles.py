@@ -205,7 +205,12 @@ DASHSCOPE = ProviderProfile(
     transcription_model="gummy-realtime-v1",
     barge_in=BargeInStrategy(cancel_response=True, truncate_item=False),
     vad_threshold_range=(-1.0, 1.0),
-    benign_errors=("Conversation has none active response",),
+    # an image sent just as the service's VAD committed the buffer lands on an empty one:
+    # that image is lost, the next one (a fraction of a second later) goes through
+    benign_errors=(
+        "Conversation has none active response",
+        "Error append image before append audio.",
+    ),
     # "Your session was closed because no response was generated for 300 seconds."
     session_limit_errors=("Your session was closed because", "maximum duration"),
 )

@@ -265,3 +265,18 @@ async def test_idle_caller_is_warned_then_hung_up_and_speech_resets_the_clock() 
     assert any("the call ends in" in n for n in notices), notices
     assert got.events[-1] == Ended("idle")
     assert ended_after > 2.0  # not the 3 s since the call began: the reply and speech count
+
+
+async def test_an_image_lost_to_the_services_commit_is_not_an_error_for_the_caller() -> None:
+    # The race: the service's VAD commits the buffer while an image is on its way, so the
+    # image lands on an empty buffer and the service answers with an error event.
+    from omni_rtc.realtime.events import ErrorEvent
+
+    async with bridge_on() as bridge, await bridge.open_pipe() as pipe:
+        got = Collector(pipe)
+        upstream = pipe.conversation._upstream  # the handler of the service's events
+        upstream._error(ErrorEvent(error={"message": "Error append image before append audio."}))
+        upstream._error(ErrorEvent(error={"message": "Something else broke"}))
+        await wait_for(lambda: got.of(CallError), 2)
+        await asyncio.sleep(0.1)
+    assert [e.message for e in got.of(CallError)] == ["Model service: Something else broke"]

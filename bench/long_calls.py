@@ -1,0 +1,206 @@
+"""Long A/V calls: does the server's memory stay flat over a 30-minute run?
+
+Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60]`` (inside a
+network namespace, or where 127.0.0.1 is fine).  ``omni-rtc serve --workers 1`` runs
+pinned to CPU 0 against ``omni-rtc emulator --reply live`` (every caller chunk comes
+straight back as reply audio); this script, on CPU 1, holds N calls open, each sending a
+640x480 30 fps VP8 camera (a key frame a second, like peer-bench's client) and Opus
+audio, both encoded once up front and replayed in a loop, so the client costs little.
+Every ``--every`` seconds it prints the server's RSS, fds and threads, the calls still
+up, the reply frames each call received per second (50 = real time) and the images the
+upstream got.  A benchmark, not a test: it prints figures; the last line compares the
+RSS of the last sample with the first one after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fractions
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+
+from omni_rtc.ice import restrict_host_addresses
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sip import HOST, free_port
+
+FPS = 30
+VIDEO_CLOCK = fractions.Fraction(1, 90_000)
+AUDIO_CLOCK = fractions.Fraction(1, 48_000)
+
+
+def encode_clip(seconds: int = 10) -> tuple[list[bytes], list[bytes]]:
+    """VP8 640x480 30 fps (GOP 30, 800 kbit/s) and 20 ms Opus packets of a warbling tone."""
+    video = av.CodecContext.create("libvpx", "w")
+    video.width, video.height, video.pix_fmt = 640, 480, "yuv420p"
+    video.time_base = fractions.Fraction(1, FPS)
+    video.bit_rate, video.gop_size = 800_000, FPS
+    video.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    y, x = np.mgrid[0:480, 0:640]
+    frames: list[bytes] = []
+    for i in range(seconds * FPS):
+        rgb = np.stack([(x + 4 * i) % 256, (y + 2 * i) % 256, (x + y + i) % 256], -1)
+        frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        frames += [bytes(p) for p in video.encode(frame)]
+    frames += [bytes(p) for p in video.encode(None)]
+    audio = av.CodecContext.create("libopus", "w")
+    audio.sample_rate, audio.layout, audio.format = 48_000, "mono", "s16"
+    audio.bit_rate = 32_000
+    t = np.arange(seconds * 48_000) / 48_000
+    tone = 0.3 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * 0.5 * t)) * t)
+    pcm = (tone * 32767).astype("<i2")
+    packets: list[bytes] = []
+    for i in range(0, len(pcm) - 960 + 1, 960):
+        chunk = av.AudioFrame.from_ndarray(pcm[None, i : i + 960], format="s16", layout="mono")
+        chunk.sample_rate, chunk.pts = 48_000, i
+        packets += [bytes(p) for p in audio.encode(chunk)]
+    return frames, packets
+
+
+class LoopedPackets(MediaStreamTrack):
+    """Pre-encoded packets sent in a loop at their own pace (aiortc only packetizes)."""
+
+    def __init__(self, kind: str, packets: list[bytes], step: int, clock: fractions.Fraction):
+        super().__init__()
+        self.kind = kind
+        self._packets, self._step, self._clock = packets, step, clock
+        self._interval = float(step * clock)
+        self._index = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet[Any]:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._index * self._interval
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        packet = av.Packet(self._packets[self._index % len(self._packets)])
+        packet.pts, packet.time_base = self._index * self._step, self._clock
+        self._index += 1
+        return packet
+
+
+class Call:
+    def __init__(self, video: list[bytes], audio: list[bytes]) -> None:
+        self.pc = RTCPeerConnection()
+        self.pc.addTrack(LoopedPackets("audio", audio, 960, AUDIO_CLOCK))
+        self.pc.addTrack(LoopedPackets("video", video, 90_000 // FPS, VIDEO_CLOCK))
+        self.pc.createDataChannel("events")
+        self.frames = 0
+        self.readers: list[asyncio.Future[None]] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        async def drain() -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    await track.recv()
+                    self.frames += 1
+
+        self.readers.append(asyncio.ensure_future(drain()))
+
+    async def start(self, http: aiohttp.ClientSession, url: str) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        async with http.post(f"{url}/offer", json=offer) as response:
+            answer = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"/offer: {response.status} {answer}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+
+def process_figures(pid: int) -> tuple[float, int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    rss_mb = int(fields["VmRSS"].split()[0]) / 1024
+    return rss_mb, len(os.listdir(f"/proc/{pid}/fd")), int(fields["Threads"])
+
+
+async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+async def main(calls: int, minutes: float, every: float) -> None:
+    video, audio = encode_clip()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    up, port = free_port(), free_port()
+    emulator = await asyncio.create_subprocess_exec(
+        "taskset", "-c", "1", sys.executable, "-m", "omni_rtc", "emulator", "--port", str(up),
+        "--reply", "live", "--log-level", "WARNING", env=env,
+    )  # fmt: skip
+    server = await asyncio.create_subprocess_exec(
+        "taskset", "-c", "0", sys.executable, "-m", "omni_rtc", "serve", "--workers", "1",
+        "--port", str(port), "--upstream-url", f"ws://{HOST}:{up}/api-ws/v1/realtime",
+        "--api-key", "bench", "--ice-host-address", HOST, "--max-calls", "64",
+        "--log-level", "WARNING", env=env,
+    )  # fmt: skip
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {1})
+    restrict_host_addresses([HOST])
+    url = f"http://{HOST}:{port}"
+    running = [Call(video, audio) for _ in range(calls)]
+    try:
+        await asyncio.sleep(3)
+        async with aiohttp.ClientSession() as http:
+            for call in running:
+                await call.start(http, url)
+            print(f"{calls} A/V calls up; sampling every {every:.0f} s for {minutes:.0f} min")
+            print("  min  RSS MB  fds  threads  calls  reply fps (worst)  images/s per call")
+            samples: list[float] = []
+            frames0 = [c.frames for c in running]
+            images0, t0 = await metric(http, url, "omni_rtc_images_sent_total"), time.monotonic()
+            start = t0
+            while time.monotonic() - start < minutes * 60:
+                await asyncio.sleep(every)
+                now = time.monotonic()
+                rss, fds, threads = process_figures(server.pid)
+                frames = [c.frames for c in running]
+                fps = min((f - f0) / (now - t0) for f, f0 in zip(frames, frames0, strict=True))
+                images = await metric(http, url, "omni_rtc_images_sent_total")
+                active = await metric(http, url, "omni_rtc_calls_active")
+                per_call = (images - images0) / (now - t0) / calls
+                samples.append(rss)
+                print(
+                    f"{(now - start) / 60:5.1f}  {rss:6.1f}  {fds:3d}  {threads:7d}  "
+                    f"{active:5.0f}  {fps:17.1f}  {per_call:17.2f}",
+                    flush=True,
+                )
+                frames0, images0, t0 = frames, images, now
+            if len(samples) >= 3:
+                first = samples[min(2, len(samples) - 1)]
+                print(
+                    f"RSS {first:.1f} MB at {min(3, len(samples)) * every / 60:.0f} min -> "
+                    f"{samples[-1]:.1f} MB at the end ({samples[-1] - first:+.1f} MB)"
+                )
+    finally:
+        for call in running:
+            await call.pc.close()
+        for process in (server, emulator):
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 20)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--every", type=float, default=60)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.minutes, args.every))
