@@ -9,7 +9,8 @@ audio, both encoded once up front and replayed in a loop, so the client costs li
 Every ``--every`` seconds it prints the server's RSS, fds and threads, the calls still
 up, the reply frames each call received per second (50 = real time) and the images the
 upstream got.  A benchmark, not a test: it prints figures; the last line compares the
-RSS of the last sample with the first one after warm-up.
+RSS at the end with the RSS at ``--warmup-minutes`` (the allocator grows for a while
+before it settles: 15 minutes for 8 calls here).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from omni_rtc.ice import restrict_host_addresses
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sip import HOST, free_port
+from sip import HOST, free_port, stop_processes
 
 FPS = 30
 VIDEO_CLOCK = fractions.Fraction(1, 90_000)
@@ -92,6 +93,8 @@ class LoopedPackets(MediaStreamTrack):
 
 
 class Call:
+    """One caller: looped camera and microphone out, reply frames counted in."""
+
     def __init__(self, video: list[bytes], audio: list[bytes]) -> None:
         self.pc = RTCPeerConnection()
         self.pc.addTrack(LoopedPackets("audio", audio, 960, AUDIO_CLOCK))
@@ -121,6 +124,7 @@ class Call:
 
 
 def process_figures(pid: int) -> tuple[float, int, int]:
+    """RSS (MB), open fds and threads of one process."""
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss_mb = int(fields["VmRSS"].split()[0]) / 1024
@@ -128,6 +132,7 @@ def process_figures(pid: int) -> tuple[float, int, int]:
 
 
 async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    """A counter or gauge from /metrics, summed over its labels."""
     async with http.get(f"{url}/metrics") as response:
         text = await response.text()
     return sum(
@@ -137,7 +142,19 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
-async def main(calls: int, minutes: float, every: float) -> None:
+async def wait_ready(http: aiohttp.ClientSession, url: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{url}/healthz") as response:
+                if response.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not become healthy in {seconds:g} s")
+        await asyncio.sleep(0.2)
+
+
+async def main(calls: int, minutes: float, every: float, warmup: float) -> None:
     video, audio = encode_clip()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     up, port = free_port(), free_port()
@@ -157,13 +174,13 @@ async def main(calls: int, minutes: float, every: float) -> None:
     url = f"http://{HOST}:{port}"
     running = [Call(video, audio) for _ in range(calls)]
     try:
-        await asyncio.sleep(3)
         async with aiohttp.ClientSession() as http:
+            await wait_ready(http, url)
             for call in running:
                 await call.start(http, url)
             print(f"{calls} A/V calls up; sampling every {every:.0f} s for {minutes:.0f} min")
             print("  min  RSS MB  fds  threads  calls  reply fps (worst)  images/s per call")
-            samples: list[float] = []
+            samples: list[tuple[float, float]] = []  # (minute, RSS MB)
             frames0 = [c.frames for c in running]
             images0, t0 = await metric(http, url, "omni_rtc_images_sent_total"), time.monotonic()
             start = t0
@@ -176,25 +193,24 @@ async def main(calls: int, minutes: float, every: float) -> None:
                 images = await metric(http, url, "omni_rtc_images_sent_total")
                 active = await metric(http, url, "omni_rtc_calls_active")
                 per_call = (images - images0) / (now - t0) / calls
-                samples.append(rss)
+                samples.append(((now - start) / 60, rss))
                 print(
                     f"{(now - start) / 60:5.1f}  {rss:6.1f}  {fds:3d}  {threads:7d}  "
                     f"{active:5.0f}  {fps:17.1f}  {per_call:17.2f}",
                     flush=True,
                 )
                 frames0, images0, t0 = frames, images, now
-            if len(samples) >= 3:
-                first = samples[min(2, len(samples) - 1)]
+            settled = [sample for sample in samples if sample[0] >= warmup]
+            if len(settled) >= 2:
+                (m0, rss0), (m1, rss1) = settled[0], settled[-1]
                 print(
-                    f"RSS {first:.1f} MB at {min(3, len(samples)) * every / 60:.0f} min -> "
-                    f"{samples[-1]:.1f} MB at the end ({samples[-1] - first:+.1f} MB)"
+                    f"RSS {rss0:.1f} MB at {m0:.0f} min -> {rss1:.1f} MB at {m1:.0f} min "
+                    f"({rss1 - rss0:+.1f} MB after warm-up)"
                 )
     finally:
         for call in running:
             await call.pc.close()
-        for process in (server, emulator):
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 20)
+        await stop_processes(server, emulator)
 
 
 if __name__ == "__main__":
@@ -202,5 +218,6 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--every", type=float, default=60)
+    parser.add_argument("--warmup-minutes", type=float, default=15)
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.minutes, args.every))
+    asyncio.run(main(args.calls, args.minutes, args.every, args.warmup_minutes))

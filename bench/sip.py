@@ -237,6 +237,21 @@ def med(values: list[float]) -> str:
     return f"median {statistics.median(values):.2f} ms, p95 {np.percentile(values, 95):.2f} ms"
 
 
+async def stop_processes(*processes: asyncio.subprocess.Process | None) -> None:
+    """Each one terminated (killed if it does not exit in 20 s), whatever the others do."""
+    for process in processes:
+        if process is None or process.returncode is not None:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
 def free_port() -> int:
     import socket
 
@@ -289,10 +304,7 @@ async def main(steps: list[int], seconds: float, kind: str) -> None:
             if not ok:
                 break
     finally:
-        for process in (server, emulator):
-            if process is not None:
-                process.terminate()
-                await asyncio.wait_for(process.wait(), 10)
+        await stop_processes(server, emulator)
 
 
 if __name__ == "__main__":

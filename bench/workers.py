@@ -5,9 +5,9 @@ figures, not a test.  ``omni-rtc serve --sip-listen`` runs with ``--workers 1`` 
 one core, then with ``--workers 2`` on two cores, against ``omni-rtc emulator --reply
 live`` (every caller chunk comes straight back: the whole model path); the load client
 of bench/sip.py dials N calls and streams 20 ms PCMU on each. A step is real time when
->= 97% of the echo packets arrive and their p99 gap stays under 40 ms. The capacity is
-the largest real-time step. On a 2-core machine the load client and the emulator share
-the cores with the workers, so the two-worker figure is a floor.
+>= 97% of the packets carrying the echoed tone arrive and their p99 gap stays under
+40 ms. The capacity is the largest real-time step. On a 2-core machine the load client
+and the emulator share the cores with the workers, so the two-worker figure is a floor.
 
 ``--quota 0.4`` measures the scaling where the load generator would otherwise starve the
 workers (a 2-core machine): the server's process tree runs in a CPU cgroup (v1 ``cpu``
@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sip import HOST, SIP_PORT, free_port, load_step
+from sip import HOST, SIP_PORT, free_port, load_step, stop_processes
 
 
 @contextlib.contextmanager
@@ -36,7 +37,7 @@ def cpu_quota(cores: float) -> Iterator[Path]:
     quota); yields its ``cgroup.procs``."""
     period = 100_000
     quota = max(1000, int(cores * period))
-    v2 = Path("/sys/fs/cgroup/cpu.max").exists()
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()  # the unified hierarchy
     group = Path("/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/cpu") / f"omni-bench-{os.getpid()}"
     group.mkdir()
     try:
@@ -47,8 +48,16 @@ def cpu_quota(cores: float) -> Iterator[Path]:
             (group / "cpu.cfs_quota_us").write_text(str(quota))
         yield group / "cgroup.procs"
     finally:
-        with contextlib.suppress(OSError):
+        # a straggler (multiprocessing's resource tracker) may outlive the server briefly
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                if not (group / "cgroup.procs").read_text().split():
+                    break
+            time.sleep(0.1)
+        try:
             group.rmdir()
+        except OSError as exc:
+            print(f"warning: cgroup {group} left behind: {exc}", file=sys.stderr)
 
 
 async def capacity(
@@ -102,9 +111,7 @@ async def _capacity(
                 break
             best = n
     finally:
-        for process in (server, emulator):
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 20)
+        await stop_processes(server, emulator)
     return best
 
 

@@ -130,11 +130,16 @@
   // A failed request to the server, told apart from the browser refusing something
   // (a TypeError too, but not "cannot reach").
   class FetchFailed extends Error {
-    constructor(cause) { super(String(cause)); this.cause = cause; }
+    constructor(cause) { super(String(cause)); this.name = "FetchFailed"; this.cause = cause; }
+  }
+
+  // The server answered no; its reason is already worded for the caller.
+  class Refused extends Error {
+    constructor(message) { super(message); this.name = "Refused"; }
   }
 
   function describeCallError(err) {
-    if (err && err.name === "Error") return err.message; // the server's refusal, already worded
+    if (err instanceof Refused) return err.message;
     if (err && err.name === "NotAllowedError") return "Microphone or camera access was refused: allow it in the browser and call again.";
     if (err && err.name === "NotFoundError") return "No microphone found.";
     return `The browser could not start the call: ${err && err.name ? `${err.name}: ` : ""}${(err && err.message) || err}`;
@@ -305,7 +310,7 @@
         }),
       }).catch((err) => { throw new FetchFailed(err); });
       const body = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(refusalMessage(response.status, body));
+      if (!response.ok) throw new Refused(refusalMessage(response.status, body));
       debug.callId = body.call_id;
       await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     } catch (err) {

@@ -172,7 +172,7 @@ class UpstreamEvents:
             self._session_limit_hit = True  # the close that follows renews the session
             log.info("call %s: model session limit: %s", conv.id, event.message)
             return
-        if event.message in profile.benign_errors:
+        if any(fragment in event.message for fragment in profile.benign_errors):
             log.debug("call %s: expected upstream error: %s", conv.id, event.message)
             return
         conv.metrics.upstream_errors.inc()

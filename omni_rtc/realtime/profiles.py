@@ -209,7 +209,7 @@ DASHSCOPE = ProviderProfile(
     # that image is lost, the next one (a fraction of a second later) goes through
     benign_errors=(
         "Conversation has none active response",
-        "Error append image before append audio.",
+        "append image before append audio",
     ),
     # "Your session was closed because no response was generated for 300 seconds."
     session_limit_errors=("Your session was closed because", "maximum duration"),

@@ -11,17 +11,17 @@ const [url, artifacts, holdSeconds] = process.argv.slice(2);
 const firefox = process.env.FIREFOX || "/usr/bin/firefox-esr";
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "omni-rtc-firefox-"));
 const browser = await puppeteer.launch({
   browser: "firefox",
   executablePath: firefox,
   headless: true,
-  userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "omni-rtc-firefox-")),
+  userDataDir: profile,
   extraPrefsFirefox: {
     "media.navigator.streams.fake": true,
     "media.navigator.permission.disabled": true,
     "media.autoplay.default": 0,
-    // the tests run in a network namespace with loopback only
-    "media.peerconnection.ice.loopback": true,
+    // plain host candidates (no mDNS names) on the namespace's veth pair
     "media.peerconnection.ice.obfuscate_host_addresses": false,
     "network.dns.disableIPv6": true,
   },
@@ -60,8 +60,15 @@ try {
   await page.mouse.up();
   await waitJs("document.querySelector('#turns li.assistant[data-final]') !== null");
   await waitJs("window.omni.events.some(([, m]) => m.type === 'state' && m.value === 'speaking')");
-  await sleep(1000); // let the reply play
-  result.heardDuring = await heard();
+  // the reply plays for 1.5 s: energy adds up; the level is the loudest of the samples
+  // (one sample can fall in a gap)
+  let loudest = 0;
+  for (let i = 0; i < 15; i += 1) {
+    await sleep(100);
+    result.heardDuring = await heard();
+    loudest = Math.max(loudest, result.heardDuring.level);
+  }
+  result.heardDuring.level = loudest;
   result.userText = await page.$eval("#turns li.user", (el) => el.innerText);
   result.assistantText = await page.$eval("#turns li.assistant", (el) => el.innerText);
   result.mode = await page.$eval("#mode", (el) => el.innerText);
@@ -72,13 +79,18 @@ try {
   result.endedIdle = true;
 } catch (error) {
   result.error = String(error && error.stack ? error.stack : error);
-  const [page] = (await browser.pages()).slice(-1);
-  if (page) {
-    result.events = await page.evaluate(() => JSON.stringify(window.omni && window.omni.events));
-    result.page = await page.evaluate(() => document.body.innerText);
-    await page.screenshot({ path: path.join(artifacts, "firefox-failure.png") });
+  try {
+    const [page] = (await browser.pages()).slice(-1);
+    if (page) {
+      result.events = await page.evaluate(() => JSON.stringify(window.omni && window.omni.events));
+      result.page = await page.evaluate(() => document.body.innerText);
+      await page.screenshot({ path: path.join(artifacts, "firefox-failure.png") });
+    }
+  } catch (diagnosticError) {
+    result.diagnosticError = String(diagnosticError);
   }
 } finally {
   await browser.close();
+  fs.rmSync(profile, { recursive: true, force: true });
 }
 process.stdout.write(JSON.stringify(result) + "\n");
