@@ -35,6 +35,14 @@ def only_codec(peer: TestPeer, mime_type: str) -> None:
             transceiver.setCodecPreferences(codecs)
 
 
+def assert_both_ways(peer: TestPeer, speech48: bytes, at_model16: bytes) -> None:
+    """The peer heard the reply, and its speech reached the model intact."""
+    assert heard(peer) > 0.5
+    reference = envelope(to16k(speech48), 16_000)
+    r = best_circular_correlation(reference, envelope(at_model16, 16_000))
+    assert r >= 0.8, f"envelope correlation {r:.2f}"
+
+
 async def one_call(bridge, peer: TestPeer) -> WebRtcCall:  # type: ignore[no-untyped-def]
     await peer.call()
     await peer.wait_connected()
@@ -66,10 +74,7 @@ async def test_opus_peer_gets_packets_encoded_here_and_its_camera_sampled(speech
         finally:
             await peer.close()
         record = bridge.emulator.sessions[0]
-    assert heard(peer) > 0.5
-    reference = envelope(to16k(speech), 16_000)
-    r = best_circular_correlation(reference, envelope(bytes(record.audio), 16_000))
-    assert r >= 0.8, f"envelope correlation {r:.2f}"
+    assert_both_ways(peer, speech, bytes(record.audio))
     assert record.images
     assert all(i.accepted for i in record.images)
 
@@ -86,7 +91,4 @@ async def test_g711_peer_is_heard_and_hears_the_reply(speech_wav) -> None:
         finally:
             await peer.close()
         record = bridge.emulator.sessions[0]
-    assert heard(peer) > 0.5
-    reference = envelope(to16k(speech), 16_000)
-    r = best_circular_correlation(reference, envelope(bytes(record.audio), 16_000))
-    assert r >= 0.8, f"envelope correlation {r:.2f}"
+    assert_both_ways(peer, speech, bytes(record.audio))
