@@ -6,6 +6,7 @@ Both are CPU work: call them from an executor, never on the event loop.
 from __future__ import annotations
 
 import fractions
+import threading
 from dataclasses import dataclass
 
 import av
@@ -54,19 +55,32 @@ def fit_within(width: int, height: int, max_width: int, max_height: int) -> tupl
     return w, h
 
 
-def _encode_once(frame: av.VideoFrame, width: int, height: int, qscale: int) -> bytes:
-    codec = av.CodecContext.create("mjpeg", "w")
-    codec.width = width
-    codec.height = height
-    codec.pix_fmt = "yuv420p"
-    codec.color_range = JPEG_COLOR_RANGE
-    codec.time_base = fractions.Fraction(1, 2)
-    codec.options = {"qmin": str(qscale), "qmax": str(qscale)}
-    scaled = frame.reformat(
-        width=width, height=height, format="yuv420p", dst_color_range=JPEG_COLOR_RANGE
-    )
-    packets = codec.encode(scaled) + codec.encode(None)
-    return b"".join(bytes(p) for p in packets)
+class _Mjpeg:
+    """One open mjpeg encoder for a size and quality: JPEG is intra-only, so a context
+    encodes frame after frame, each packet a whole image (opening one per image cost a
+    sixth of the encoding)."""
+
+    def __init__(self, width: int, height: int, qscale: int) -> None:
+        self.key = (width, height, qscale)
+        codec = av.CodecContext.create("mjpeg", "w")
+        codec.width = width
+        codec.height = height
+        codec.pix_fmt = "yuv420p"
+        codec.color_range = JPEG_COLOR_RANGE
+        codec.time_base = fractions.Fraction(1, 2)
+        codec.options = {"qmin": str(qscale), "qmax": str(qscale)}
+        self.codec = codec
+        self._pts = 0
+
+    def encode(self, frame: av.VideoFrame) -> bytes:
+        width, height, _ = self.key
+        scaled = frame.reformat(
+            width=width, height=height, format="yuv420p", dst_color_range=JPEG_COLOR_RANGE
+        )
+        scaled.pts = self._pts
+        scaled.time_base = self.codec.time_base
+        self._pts += 1
+        return b"".join(bytes(p) for p in self.codec.encode(scaled))
 
 
 class JpegEncoder:
@@ -79,15 +93,31 @@ class JpegEncoder:
     def __init__(self, limits: JpegLimits | None = None) -> None:
         self.limits = limits or JpegLimits()
         self._step = 1
+        self._mjpeg: _Mjpeg | None = None
+        self._lock = threading.Lock()  # one encode at a time per encoder (its context)
+
+    def _encode_once(self, frame: av.VideoFrame, width: int, height: int, qscale: int) -> bytes:
+        mjpeg = self._mjpeg
+        if mjpeg is None or mjpeg.key != (width, height, qscale):
+            mjpeg = self._mjpeg = _Mjpeg(width, height, qscale)
+        try:
+            return mjpeg.encode(frame)
+        except av.FFmpegError:
+            self._mjpeg = None  # never reuse a context that failed
+            raise
 
     def encode(self, frame: av.VideoFrame) -> EncodedImage:
+        with self._lock:
+            return self._encode(frame)
+
+    def _encode(self, frame: av.VideoFrame) -> EncodedImage:
         width, height = fit_within(
             frame.width, frame.height, self.limits.max_width, self.limits.max_height
         )
         step = max(0, self._step - 1)  # try one notch better than last time
         while True:
             qscale = QUALITY_STEPS[step]
-            data = _encode_once(frame, width, height, qscale)
+            data = self._encode_once(frame, width, height, qscale)
             if len(data) <= self.limits.max_bytes:
                 self._step = step
                 return EncodedImage(data, width, height, qscale)

@@ -15,6 +15,8 @@ and only the work it needs:
   reply can be handed over as Opus packets, which aiortc only packetizes.
 - :func:`low_latency_audio`: each caller audio packet (a whole Opus frame) is handed on
   as it arrives, in order, instead of after the next one (aiortc's jitter buffer).
+- :func:`throttle_remb`: a video receiver sends its bandwidth estimate (REMB) the way
+  libwebrtc does, not with every packet while its estimator sees overuse.
 
 :func:`install` (called by ``Bridge``) checks aiortc's layout once; when it changed it
 logs a warning, every function returns False, and calls use aiortc's own paths (same
@@ -35,6 +37,7 @@ from typing import Any
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.utils import uint16_add, uint16_gt
 
@@ -62,6 +65,7 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
         _RECEIVER + "decoder_error",
         _RECEIVER + "decoder_thread",
         _RECEIVER + "jitter_buffer",
+        _RECEIVER + "remote_bitrate_estimator",
         "_send_rtcp_pli",
         "put",
         "add",
@@ -284,3 +288,63 @@ class InOrderAudio:
             return False, None
         self._last = seq
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
+REMB_MIN_INTERVAL_MS = 200
+"""libwebrtc's ``kRembSendIntervalMs``: no more than five estimates a second..."""
+REMB_DROP_RATIO = 0.97
+"""...unless the estimate fell below 97% of the last one sent (``kSendThresholdPercent``)."""
+
+
+def throttle_remb(receiver: Any) -> bool:
+    """Send a video receiver's REMB at most every 200 ms unless the estimate drops by 3%.
+
+    aiortc's estimator asks for a REMB with every packet while it detects overuse; on a
+    busy core (packets wait for the loop, so their delay grows) that is dozens of RTCP
+    packets a second per call, each protected and sent, which makes the core busier
+    still.  The estimate itself is unchanged; the sender hears it as libwebrtc would.
+    """
+    attribute = _RECEIVER + "remote_bitrate_estimator"
+    current = vars(receiver).get(attribute)
+    if not _state and not install():
+        return False
+    if not isinstance(current, RemoteBitrateEstimator):
+        return False
+    setattr(receiver, attribute, ThrottledRemb(current))
+    return True
+
+
+class ThrottledRemb:
+    """Stands in for a receiver's RemoteBitrateEstimator: same estimate, fewer reports."""
+
+    def __init__(self, estimator: RemoteBitrateEstimator) -> None:
+        self.estimator = estimator
+        self._last_sent_ms: int | None = None
+        self._last_sent_bitrate = 0
+        self.sent = 0
+        self.held = 0
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        remb = self.estimator.add(
+            arrival_time_ms=arrival_time_ms,
+            abs_send_time=abs_send_time,
+            payload_size=payload_size,
+            ssrc=ssrc,
+        )
+        if remb is None:
+            return None
+        bitrate = remb[0]
+        last = self._last_sent_ms
+        if (
+            last is not None
+            and arrival_time_ms - last < REMB_MIN_INTERVAL_MS
+            and bitrate >= self._last_sent_bitrate * REMB_DROP_RATIO
+        ):
+            self.held += 1
+            return None
+        self._last_sent_ms = arrival_time_ms
+        self._last_sent_bitrate = bitrate
+        self.sent += 1
+        return remb

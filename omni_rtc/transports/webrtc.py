@@ -172,6 +172,7 @@ class WebRtcCall:
         route = _Forward()
         if not fastpath.take_encoded_frames(receiver, route, on_end=_nothing):
             return False
+        fastpath.throttle_remb(receiver)
         sampler = self.conversation.video_input()
         if sampler is None:
             return True  # no images for this call: frames are not decoded at all

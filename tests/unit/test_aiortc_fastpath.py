@@ -26,11 +26,12 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtpPacket, unpack_remb_fci
 
 from omni_rtc.media.opus import OpusDecoder, OpusEncoder
 from omni_rtc.media.reply_track import OpusReplyTrack, ReplyTrack
 from omni_rtc.transports import aiortc_fastpath as fastpath
+from omni_rtc.transports.aiortc_fastpath import REMB_DROP_RATIO
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
@@ -225,3 +226,38 @@ async def test_sender_reports_its_codec_first_and_packs_opus_packets_as_they_are
     assert steps == {960}  # 20 ms at Opus's 48 kHz RTP clock
     assert opus[0].packets_encoded + opus[0].silence_reused >= len(packets)
     assert all(p.payload and p.extensions.audio_level is None for p in packets)
+
+
+async def remb_reports(throttled: bool, seconds: float = 6.0) -> list[int]:
+    """Bitrates a video receiver reports while every frame arrives 3 ms later than the
+    one before (a queue building up: the estimator detects overuse)."""
+    receiver, transport = make_receiver("video")
+    if throttled:
+        assert fastpath.throttle_remb(receiver)
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[VP8]))
+    seq = 0
+    for frame in range(int(seconds * 30)):
+        sent_s = frame / 30
+        delay_ms = 20 + (3 * (frame - 60) if frame > 60 else 0)
+        for _ in range(4):  # ~1 Mbit/s in 1000-byte packets
+            packet = rtp(b"\x10" + bytes(999), seq, 3000 * frame, 97)
+            packet.extensions.abs_send_time = int(sent_s * (1 << 18)) & 0xFFFFFF
+            await receiver._handle_rtp_packet(packet, int(sent_s * 1000) + delay_ms)
+            seq += 1
+    await receiver.stop()
+    return [
+        unpack_remb_fci(p.fci)[0]
+        for data in transport.sent
+        for p in RtcpPacket.parse(data)
+        if isinstance(p, RtcpPsfbPacket) and p.fmt == 15
+    ]
+
+
+async def test_remb_is_sent_at_most_five_times_a_second_unless_the_estimate_drops() -> None:
+    flood = await remb_reports(throttled=False)
+    paced = await remb_reports(throttled=True)
+    assert len(flood) > 100  # aiortc: a REMB with every packet while it sees overuse
+    assert 2 <= len(paced) <= 6 / 0.2 + 10
+    # the sender still hears the estimate fall as far as aiortc took it
+    assert min(flood) < 0.95 * max(flood)
+    assert min(paced) <= min(flood) / REMB_DROP_RATIO

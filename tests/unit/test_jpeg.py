@@ -67,3 +67,25 @@ def test_limits_are_validated() -> None:
 def test_inspect_rejects_non_jpeg(data: bytes) -> None:
     with pytest.raises(InvalidImage):
         inspect_jpeg(data)
+
+
+def flat_frame(width: int, height: int, level: int) -> av.VideoFrame:
+    rgb = np.full((height, width, 3), level, dtype=np.uint8)
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24")
+
+
+def test_one_encoder_encodes_frame_after_frame_each_image_its_own() -> None:
+    """The encoder keeps its mjpeg context between images: every image is still whole
+    (decodes alone) and shows its own frame, also across a change of size."""
+    encoder = JpegEncoder()
+    sizes = [(640, 480)] * 4 + [(320, 240), (640, 480)]
+    for i, (width, height) in enumerate(sizes):
+        level = 30 + 40 * i
+        image = encoder.encode(flat_frame(width, height, level))
+        assert (image.width, image.height) == (width, height)
+        decoded = (
+            av.CodecContext.create("mjpeg", "r")
+            .decode(av.Packet(image.data))[0]
+            .to_ndarray(format="rgb24")
+        )
+        assert abs(float(decoded.mean()) - level) < 3
