@@ -18,6 +18,8 @@ REPLY_OPUS_BITRATE = 96_000
 """aiortc's bitrate: the same quality (PESQ-WB 4.51 vs 4.53 on espeak speech at 24 kHz),
 and at this rate libopus codes in CELT only, which costs half the CPU of its 35 kbit/s
 SILK+CELT hybrid (123 vs 221 µs a frame)."""
+OPUS_RTP_CLOCK = 48_000
+OPUS_RTP_TIME_BASE = fractions.Fraction(1, OPUS_RTP_CLOCK)
 RESYNC_AFTER_S = 0.1
 """If the loop falls this far behind schedule, restart the clock instead of bursting."""
 
@@ -231,7 +233,10 @@ class OpusReplyTrack(MediaStreamTrack):
         super().__init__()
         self.reply = reply
         self.encoder = OpusEncoder(reply.sample_rate, 1, bitrate=bitrate, frame_ms=reply.frame_ms)
-        self._time_base = fractions.Fraction(1, reply.sample_rate)
+        # pts in Opus's RTP clock (48 kHz whatever the rate, RFC 7587): aiortc then packs
+        # each packet without converting its timestamp through three Fractions
+        self._time_base = OPUS_RTP_TIME_BASE
+        self._pts_scale = OPUS_RTP_CLOCK // reply.sample_rate
         self._silence: bytes | None = None
         self._last_idle: bytes | None = None
         self.packets_encoded = 0
@@ -258,7 +263,7 @@ class OpusReplyTrack(MediaStreamTrack):
             else:
                 self._last_idle = data
         packet = av.Packet(data)
-        packet.pts = pts
+        packet.pts = pts * self._pts_scale
         packet.time_base = self._time_base
         return packet
 

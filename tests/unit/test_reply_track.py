@@ -180,14 +180,15 @@ def tone(seconds: float, freq: float = 330.0) -> bytes:
     return (np.sin(2 * np.pi * freq * t) * 9000).astype("<i2").tobytes()
 
 
-async def test_opus_track_sends_one_packet_per_20_ms_with_sample_pts() -> None:
+async def test_opus_track_sends_one_packet_per_20_ms_with_rtp_clock_pts() -> None:
     opus, track, vt = make_opus_track()
     start = vt.now
     packets = [await opus.recv() for _ in range(50)]
     assert vt.now - start == pytest.approx(49 * 0.02)  # same pacing as the frames
     assert all(isinstance(p, av.Packet) for p in packets)
-    assert [p.pts for p in packets] == [i * 480 for i in range(50)]
-    assert all(p.time_base == fractions.Fraction(1, RATE) for p in packets)
+    # Opus's RTP clock is 48 kHz whatever the rate (RFC 7587): 960 ticks a 20 ms packet
+    assert [p.pts for p in packets] == [i * 960 for i in range(50)]
+    assert all(p.time_base == fractions.Fraction(1, 48_000) for p in packets)
     assert track.stats.frames_sent == 50
 
 
