@@ -1,4 +1,4 @@
-"""The caller's camera -> at most ``fps`` JPEGs per second, never a backlog."""
+"""The caller's camera -> ``fps`` JPEGs a second at most (on average), never a backlog."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ log = logging.getLogger("omni_rtc.media")
 
 MIN_GAP_FRACTION = 0.92
 """Two images never leave closer than this share of the interval (0.46 s at 2 fps),
-even when the one before was late."""
+even when catching up after a late one."""
 
 
 class ImageRefused(Exception):
@@ -45,9 +45,10 @@ class FrameSampler:
     """Reads a remote video track continuously and sends its latest frame as JPEG.
 
     The reader drops every frame it doesn't keep (an unread aiortc track still decodes
-    and queues every frame).  The sender wakes at most every ``1/fps`` s, encodes the
-    newest frame in ``executor`` and awaits ``send``: while one image is in flight no
-    other is started, so a slow upstream means fewer images, never a queue.
+    and queues every frame).  The sender wakes about every ``1/fps`` s (see
+    :meth:`_sample`), encodes the newest frame in ``executor`` and awaits ``send``:
+    while one image is in flight no other is started, so a slow upstream means fewer
+    images, never a queue.
 
     Without a ``track``, frames are handed in with :meth:`offer` by a decoder that asks
     :meth:`next_frame_due` which frames are worth decoding at all.
@@ -121,21 +122,22 @@ class FrameSampler:
 
     async def _sample(self) -> None:
         """Images leave on a grid ``interval`` apart, never closer than
-        :data:`MIN_GAP_FRACTION` of it, and encoding starts early enough (by the last
-        encode's duration) that they leave on time: <= fps, and ~= fps.
+        :data:`MIN_GAP_FRACTION` of it, and the frame is taken early enough (by the last
+        encode's duration) that they leave on time: fps on average, never more.
 
         A late image (a busy loop, a frame that arrived after its slot) does not delay
-        the grid, so lateness does not add up into fewer images; an image more than an
-        interval late restarts the grid from now."""
+        the grid, so lateness does not add up into fewer images: the next ones catch up,
+        each at most 8% early; an image more than an interval late restarts the grid."""
         loop = asyncio.get_running_loop()
         last_sent = -math.inf
         slot = -math.inf
         """When the next image should leave."""
         encode_lead = 0.0
         while True:
-            self._due = slot - encode_lead
+            leaves = max(slot, last_sent + MIN_GAP_FRACTION * self.interval)
+            self._due = leaves - encode_lead
             await self._fresh.wait()
-            delay = slot - encode_lead - self.clock()
+            delay = leaves - encode_lead - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             if not self.can_send():
@@ -151,7 +153,7 @@ class FrameSampler:
             if started - slot > self.interval:
                 slot = started  # fell behind (or the first image): a new grid from now
             next_slot = slot + self.interval
-            self._due = next_slot - encode_lead
+            self._due = max(next_slot, started + MIN_GAP_FRACTION * self.interval) - encode_lead
             if self.on_sample is not None:
                 self.on_sample()
             try:

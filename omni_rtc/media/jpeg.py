@@ -69,6 +69,7 @@ class _Mjpeg:
         codec.color_range = JPEG_COLOR_RANGE
         codec.time_base = fractions.Fraction(1, 2)
         codec.options = {"qmin": str(qscale), "qmax": str(qscale)}
+        codec.thread_count = 1  # a few ms an image: no slice threads held for the call
         self.codec = codec
         self._pts = 0
 
@@ -80,7 +81,10 @@ class _Mjpeg:
         scaled.pts = self._pts
         scaled.time_base = self.codec.time_base
         self._pts += 1
-        return b"".join(bytes(p) for p in self.codec.encode(scaled))
+        data = b"".join(bytes(p) for p in self.codec.encode(scaled))
+        if not data.startswith(b"\xff\xd8"):
+            raise InvalidImage("the JPEG encoder returned no image")
+        return data
 
 
 class JpegEncoder:
@@ -93,18 +97,24 @@ class JpegEncoder:
     def __init__(self, limits: JpegLimits | None = None) -> None:
         self.limits = limits or JpegLimits()
         self._step = 1
-        self._mjpeg: _Mjpeg | None = None
-        self._lock = threading.Lock()  # one encode at a time per encoder (its context)
+        self._contexts: dict[tuple[int, int, int], _Mjpeg] = {}
+        """Open encoders by (width, height, qscale): the search tries two qualities an
+        image (one better than the last that fit, then that one), all kept; a new size
+        drops the others."""
+        self._lock = threading.Lock()  # one encode at a time per encoder (its contexts)
 
     def _encode_once(self, frame: av.VideoFrame, width: int, height: int, qscale: int) -> bytes:
-        mjpeg = self._mjpeg
-        if mjpeg is None or mjpeg.key != (width, height, qscale):
-            mjpeg = self._mjpeg = _Mjpeg(width, height, qscale)
+        key = (width, height, qscale)
+        mjpeg = self._contexts.get(key)
+        if mjpeg is None:
+            if any(k[:2] != (width, height) for k in self._contexts):
+                self._contexts.clear()
+            mjpeg = self._contexts[key] = _Mjpeg(width, height, qscale)
         try:
             return mjpeg.encode(frame)
-        except av.FFmpegError:
-            self._mjpeg = None  # never reuse a context that failed
-            raise
+        except av.FFmpegError as exc:
+            del self._contexts[key]  # never reuse a context that failed
+            raise InvalidImage(f"the frame did not encode: {exc}") from None
 
     def encode(self, frame: av.VideoFrame) -> EncodedImage:
         with self._lock:

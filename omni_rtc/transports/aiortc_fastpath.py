@@ -53,6 +53,7 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
         _RECEIVER + "decoder_error",
         _RECEIVER + "decoder_thread",
         _RECEIVER + "jitter_buffer",
+        _RECEIVER + "remote_bitrate_estimator",
     ),
     rtcrtpreceiver.RTCRtpReceiver.receive: (
         "decoder_worker",
@@ -74,6 +75,7 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
     rtcrtpsender.RTCRtpSender._next_encoded_frame: ("pack", "Frame"),
 }
 _WORKER_PARAMETERS = ["loop", "input_q", "output_q", "decode_error"]
+_REMB_ADD_PARAMETERS = ["self", "arrival_time_ms", "abs_send_time", "payload_size", "ssrc"]
 
 _state: bool | None = None
 
@@ -139,6 +141,8 @@ def _layout_problems() -> list[str]:
         problems.append("RTCRtpSender.send is not a coroutine")
     if not callable(getattr(rtcrtpreceiver.RTCRtpReceiver, "_send_rtcp_pli", None)):
         problems.append("RTCRtpReceiver._send_rtcp_pli is gone")
+    if list(inspect.signature(RemoteBitrateEstimator.add).parameters) != _REMB_ADD_PARAMETERS:
+        problems.append("RemoteBitrateEstimator.add(...) changed")
     return problems
 
 
@@ -339,7 +343,7 @@ class ThrottledRemb:
         last = self._last_sent_ms
         if (
             last is not None
-            and arrival_time_ms - last < REMB_MIN_INTERVAL_MS
+            and 0 <= arrival_time_ms - last < REMB_MIN_INTERVAL_MS  # (a clock step back: send)
             and bitrate >= self._last_sent_bitrate * REMB_DROP_RATIO
         ):
             self.held += 1
