@@ -33,6 +33,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from omni_rtc.ice import restrict_host_addresses
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calls import wait_http
 from sip import HOST, free_port, stop_processes
 
 FPS = 30
@@ -142,18 +143,6 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
-async def wait_ready(http: aiohttp.ClientSession, url: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        with contextlib.suppress(aiohttp.ClientError):
-            async with http.get(f"{url}/healthz") as response:
-                if response.status == 200:
-                    return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not become healthy in {seconds:g} s")
-        await asyncio.sleep(0.2)
-
-
 async def main(calls: int, minutes: float, every: float, warmup: float) -> None:
     video, audio = encode_clip()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -175,7 +164,7 @@ async def main(calls: int, minutes: float, every: float, warmup: float) -> None:
     running = [Call(video, audio) for _ in range(calls)]
     try:
         async with aiohttp.ClientSession() as http:
-            await wait_ready(http, url)
+            await wait_http(f"{url}/healthz", timeout=20)
             for call in running:
                 await call.start(http, url)
             print(f"{calls} A/V calls up; sampling every {every:.0f} s for {minutes:.0f} min")

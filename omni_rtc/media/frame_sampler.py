@@ -133,8 +133,9 @@ class FrameSampler:
         slot = -math.inf
         """When the next image should leave."""
         encode_lead = 0.0
+        min_gap = MIN_GAP_FRACTION * self.interval
         while True:
-            leaves = max(slot, last_sent + MIN_GAP_FRACTION * self.interval)
+            leaves = max(slot, last_sent + min_gap)
             self._due = leaves - encode_lead
             await self._fresh.wait()
             delay = leaves - encode_lead - self.clock()
@@ -153,7 +154,7 @@ class FrameSampler:
             if started - slot > self.interval:
                 slot = started  # fell behind (or the first image): a new grid from now
             next_slot = slot + self.interval
-            self._due = max(next_slot, started + MIN_GAP_FRACTION * self.interval) - encode_lead
+            self._due = max(next_slot, started + min_gap) - encode_lead
             if self.on_sample is not None:
                 self.on_sample()
             try:
@@ -166,7 +167,7 @@ class FrameSampler:
             encoded_in = self.clock() - started
             self.stats.encode_seconds.append(encoded_in)
             encode_lead = min(encoded_in, self.interval / 2)
-            wait = max(slot, last_sent + MIN_GAP_FRACTION * self.interval) - self.clock()
+            wait = max(slot, last_sent + min_gap) - self.clock()
             if wait > 0:
                 await asyncio.sleep(wait)
             sending = self.clock()

@@ -32,7 +32,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
@@ -261,14 +261,27 @@ def low_latency_audio(receiver: Any) -> bool:
     when the next arrives; the model is not a speaker and needs no smoothing, only
     order, and an audio packet is a whole frame.
     """
-    attribute = _RECEIVER + "jitter_buffer"
+    return _stand_in(
+        receiver, "jitter_buffer", JitterBuffer, lambda buffer: InOrderAudio(buffer.capacity)
+    )
+
+
+_Part = TypeVar("_Part")
+
+
+def _stand_in(
+    receiver: Any, part: str, expected: type[_Part], make: Callable[[_Part], object]
+) -> bool:
+    """Replace a receiver's private ``part`` (an ``expected``) with ``make(part)``; False,
+    and nothing changed, when aiortc's layout is not the one checked by :func:`install`."""
+    attribute = _RECEIVER + part
     current = vars(receiver).get(attribute)
-    if not _state and not install():
+    if not install():
         return False
-    if not isinstance(current, JitterBuffer):
-        log.debug("aiortc receiver layout changed; keeping its default jitter buffer")
+    if not isinstance(current, expected):
+        log.debug("aiortc receiver has no %s %s; keeping its own", expected.__name__, part)
         return False
-    setattr(receiver, attribute, InOrderAudio(current.capacity))
+    setattr(receiver, attribute, make(current))
     return True
 
 
@@ -308,14 +321,7 @@ def throttle_remb(receiver: Any) -> bool:
     packets a second per call, each protected and sent, which makes the core busier
     still.  The estimate itself is unchanged; the sender hears it as libwebrtc would.
     """
-    attribute = _RECEIVER + "remote_bitrate_estimator"
-    current = vars(receiver).get(attribute)
-    if not _state and not install():
-        return False
-    if not isinstance(current, RemoteBitrateEstimator):
-        return False
-    setattr(receiver, attribute, ThrottledRemb(current))
-    return True
+    return _stand_in(receiver, "remote_bitrate_estimator", RemoteBitrateEstimator, ThrottledRemb)
 
 
 class ThrottledRemb:
