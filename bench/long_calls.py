@@ -1,16 +1,21 @@
 """Long A/V calls: does the server's memory stay flat over a 30-minute run?
 
-Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60]`` (inside a
-network namespace, or where 127.0.0.1 is fine).  ``omni-rtc serve --workers 1`` runs
-pinned to CPU 0 against ``omni-rtc emulator --reply live`` (every caller chunk comes
-straight back as reply audio); this script, on CPU 1, holds N calls open, each sending a
-640x480 30 fps VP8 camera (a key frame a second, like peer-bench's client) and Opus
-audio, both encoded once up front and replayed in a loop, so the client costs little.
-Every ``--every`` seconds it prints the server's RSS, fds and threads, the calls still
-up, the reply frames each call received per second (50 = real time) and the images the
-upstream got.  A benchmark, not a test: it prints figures; the last line compares the
-RSS at the end with the RSS at ``--warmup-minutes`` (the allocator grows for a while
-before it settles: 15 minutes for 8 calls here).
+Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60]
+[--spacing S]`` (inside a network namespace, or where 127.0.0.1 is fine; ``--spacing``:
+seconds between call starts, so that the server's overload guard can refuse the calls it
+cannot hold). ``omni-rtc serve --workers 1`` runs pinned to CPU 0 against ``omni-rtc
+emulator --reply live`` (every caller chunk comes straight back as reply audio); this
+script, on CPU 1, holds N calls open, each sending a 640x480 30 fps VP8 camera (a key
+frame a second, like peer-bench's client) and Opus audio, both encoded once up front and
+replayed in a loop, and counts the reply packets it gets without decoding them, so the
+client costs little. Every ``--every`` seconds it prints the server's RSS, fds and
+threads, the calls still up, the reply frames the worst connected call received per
+second (50 = real time), the images the upstream got per call, and the CPU of the
+server, the emulator and this client (100 = one core). A benchmark, not a test: it
+prints figures; the last line compares the RSS at the end with the RSS at ``--warmup-
+minutes`` (the allocator grows for a while before it settles: 15 minutes for 8 calls
+here). This clip (synthetic, 800 kbit/s) costs the server more than peer-bench's: one
+core holds about 16 of these calls here, not 24.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from omni_rtc.ice import restrict_host_addresses
+from omni_rtc.transports import aiortc_fastpath as fastpath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calls import wait_http
@@ -106,6 +112,10 @@ class Call:
         self.pc.on("track", self._on_track)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+        if fastpath.take_encoded_frames(receiver, self._count, on_end=_nothing):
+            return  # count reply packets without decoding them: the client stays light
+
         async def drain() -> None:
             with contextlib.suppress(Exception):
                 while True:
@@ -114,14 +124,27 @@ class Call:
 
         self.readers.append(asyncio.ensure_future(drain()))
 
-    async def start(self, http: aiohttp.ClientSession, url: str) -> None:
+    def _count(self, codec: Any, data: bytes, timestamp: int) -> None:
+        self.frames += 1
+
+    async def start(self, http: aiohttp.ClientSession, url: str) -> bool:
+        """Call; False (and the connection closed) when the server is full or overloaded."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         async with http.post(f"{url}/offer", json=offer) as response:
             answer = await response.json()
+            if response.status == 503:
+                print(f"  call refused: {answer['error']}", flush=True)
+                await self.pc.close()
+                return False
             if response.status != 200:
                 raise RuntimeError(f"/offer: {response.status} {answer}")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        return True
+
+
+def _nothing() -> None:
+    pass
 
 
 def process_figures(pid: int) -> tuple[float, int, int]:
@@ -130,6 +153,12 @@ def process_figures(pid: int) -> tuple[float, int, int]:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss_mb = int(fields["VmRSS"].split()[0]) / 1024
     return rss_mb, len(os.listdir(f"/proc/{pid}/fd")), int(fields["Threads"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
@@ -143,7 +172,7 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
-async def main(calls: int, minutes: float, every: float, warmup: float) -> None:
+async def main(calls: int, minutes: float, every: float, warmup: float, spacing: float) -> None:
     video, audio = encode_clip()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     up, port = free_port(), free_port()
@@ -161,34 +190,51 @@ async def main(calls: int, minutes: float, every: float, warmup: float) -> None:
         os.sched_setaffinity(0, {1})
     restrict_host_addresses([HOST])
     url = f"http://{HOST}:{port}"
-    running = [Call(video, audio) for _ in range(calls)]
+    running: list[Call] = []
     try:
         async with aiohttp.ClientSession() as http:
             await wait_http(f"{url}/healthz", timeout=20)
-            for call in running:
-                await call.start(http, url)
-            print(f"{calls} A/V calls up; sampling every {every:.0f} s for {minutes:.0f} min")
-            print("  min  RSS MB  fds  threads  calls  reply fps (worst)  images/s per call")
+            for _ in range(calls):
+                call = Call(video, audio)
+                if await call.start(http, url):
+                    running.append(call)
+                await asyncio.sleep(spacing)
+            print(
+                f"{len(running)} of {calls} A/V calls up; "
+                f"sampling every {every:.0f} s for {minutes:.0f} min"
+            )
+            print(
+                "  min  RSS MB  fds  threads  calls  reply fps (worst)  images/s per call"
+                "  CPU % (server, emulator, client)"
+            )
             samples: list[tuple[float, float]] = []  # (minute, RSS MB)
             frames0 = [c.frames for c in running]
             images0, t0 = await metric(http, url, "omni_rtc_images_sent_total"), time.monotonic()
+            pids = (server.pid, emulator.pid, os.getpid())
+            cpu0 = [cpu_seconds(pid) for pid in pids]
             start = t0
             while time.monotonic() - start < minutes * 60:
                 await asyncio.sleep(every)
                 now = time.monotonic()
                 rss, fds, threads = process_figures(server.pid)
+                cpu = [cpu_seconds(pid) for pid in pids]
+                busy = "  ".join(
+                    f"{100 * (c1 - c0) / (now - t0):5.1f}" for c1, c0 in zip(cpu, cpu0, strict=True)
+                )
                 frames = [c.frames for c in running]
-                fps = min((f - f0) / (now - t0) for f, f0 in zip(frames, frames0, strict=True))
+                live = [c.pc.connectionState == "connected" for c in running]
+                rates = zip(frames, frames0, live, strict=True)
+                fps = min(((f - f0) / (now - t0) for f, f0, up in rates if up), default=0.0)
                 images = await metric(http, url, "omni_rtc_images_sent_total")
                 active = await metric(http, url, "omni_rtc_calls_active")
-                per_call = (images - images0) / (now - t0) / calls
+                per_call = (images - images0) / (now - t0) / max(1, active)
                 samples.append(((now - start) / 60, rss))
                 print(
                     f"{(now - start) / 60:5.1f}  {rss:6.1f}  {fds:3d}  {threads:7d}  "
-                    f"{active:5.0f}  {fps:17.1f}  {per_call:17.2f}",
+                    f"{active:5.0f}  {fps:17.1f}  {per_call:17.2f}  {busy}",
                     flush=True,
                 )
-                frames0, images0, t0 = frames, images, now
+                frames0, images0, cpu0, t0 = frames, images, cpu, now
             settled = [sample for sample in samples if sample[0] >= warmup]
             if len(settled) >= 2:
                 (m0, rss0), (m1, rss1) = settled[0], settled[-1]
@@ -208,5 +254,8 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--every", type=float, default=60)
     parser.add_argument("--warmup-minutes", type=float, default=15)
+    parser.add_argument(
+        "--spacing", type=float, default=0.0, help="seconds between call starts (default 0)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.minutes, args.every, args.warmup_minutes))
+    asyncio.run(main(args.calls, args.minutes, args.every, args.warmup_minutes, args.spacing))

@@ -27,6 +27,7 @@ from .conversation.sinks import PcmReplyQueue, ReplySink
 from .dtls import allow_rsa_peers
 from .emulator import Emulator, EmulatorConfig
 from .ice import restrict_host_addresses, rtc_configuration
+from .loop_load import LoopLoad
 from .media.reply_track import ReplyTrack
 from .media.resample import use_in_aiortc
 from .metrics import Metrics
@@ -79,7 +80,9 @@ class Bridge:
         use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
-        self.calls = CallManager(self.settings.max_calls, self.metrics)
+        self.load = LoopLoad(self.settings.max_loop_busy / 100)
+        self.metrics.watch_load(self.load)
+        self.calls = CallManager(self.settings.max_calls, self.metrics, self.load)
         self.executor = ThreadPoolExecutor(
             max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="omni-rtc-jpeg"
         )
@@ -104,6 +107,7 @@ class Bridge:
         """
         if self.settings.ice_host_addresses:
             restrict_host_addresses(self.settings.ice_host_addresses)
+        self.load.start()
         async with self._start_lock:
             if self._upstream_url is None:
                 emulator = Emulator(
@@ -123,6 +127,7 @@ class Bridge:
             return
         self._closed = True
         await self.calls.close_all(reason)
+        await self.load.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._emulator is not None:
             await self._emulator.stop()

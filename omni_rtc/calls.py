@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .loop_load import LoopLoad
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -60,9 +61,11 @@ class Call(Protocol):
 
 
 class CallManager:
-    def __init__(self, max_calls: int, metrics: Metrics) -> None:
+    def __init__(self, max_calls: int, metrics: Metrics, load: LoopLoad | None = None) -> None:
         self.max_calls = max_calls
         self.metrics = metrics
+        self.load = load
+        """Refuses new calls while this process's event loop runs late (overloaded)."""
         self._calls: dict[str, Call] = {}
         self._connecting = 0
         self.accepting = True
@@ -75,8 +78,16 @@ class CallManager:
         return len(self._calls)
 
     @property
+    def overloaded(self) -> bool:
+        return self.load is not None and not self.load.has_room(len(self._calls) + self._connecting)
+
+    @property
     def has_room(self) -> bool:
-        return self.accepting and len(self._calls) + self._connecting < self.max_calls
+        return (
+            self.accepting
+            and len(self._calls) + self._connecting < self.max_calls
+            and not self.overloaded
+        )
 
     def get(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
@@ -88,15 +99,20 @@ class CallManager:
     def reserve(self, transport: str) -> Iterator[None]:
         """Hold a slot while a call is being set up; :class:`CapacityError` when full."""
         if not self.has_room:
-            self.metrics.calls_failed.labels(transport, "capacity").inc()
-            why = (
-                "this server is shutting down"
-                if not self.accepting
-                else f"this server is at its limit of {self.max_calls} calls"
-            )
+            if not self.accepting:
+                why, reason = "this server is shutting down", "capacity"
+            elif len(self._calls) + self._connecting >= self.max_calls:
+                why, reason = f"this server is at its limit of {self.max_calls} calls", "capacity"
+            else:
+                assert self.load is not None
+                why = f"this server is overloaded ({self.load.describe()}); try again shortly"
+                reason = "overloaded"
+            self.metrics.calls_failed.labels(transport, reason).inc()
             log.warning("%s call refused: %s", transport, why)
             raise CapacityError(why)
         self._connecting += 1
+        if self.load is not None:
+            self.load.taken()
         try:
             yield
         finally:

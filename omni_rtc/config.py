@@ -113,6 +113,7 @@ class Settings:
     vad_silence_ms: int = 800
     video_fps: float = 2.0
     max_calls: int = 6
+    max_loop_busy: float = 85.0
     workers: int | None = None
     """None: one per CPU this process may use (see :attr:`worker_count`)."""
     ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)
@@ -166,6 +167,10 @@ class Settings:
         self.session_config()  # validates VAD ranges
         if self.video_fps != 0 and not 0.5 <= self.video_fps <= 2:
             raise ValueError(f"--video-fps must be 0 (off) or within 0.5..2, got {self.video_fps}")
+        if not 0 <= self.max_loop_busy <= 100:
+            raise ValueError(
+                f"--max-loop-busy must be within 0..100 % (0 = off), got {self.max_loop_busy}"
+            )
         if not 10 <= self.chunk_ms <= 100:
             raise ValueError(f"--chunk-ms must be within 10..100, got {self.chunk_ms}")
         if not 0 < self.port < 65536 and self.port != 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,6 +17,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from .loop_load import LoopLoad
 
 TRANSPORTS = ("webrtc", "whip", "sip", "twilio", "telnyx", "plivo", "pipe")
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -103,10 +107,20 @@ class Metrics:
             "omni_rtc_threads", "OS threads of this process (codec threads included)", registry=r
         ).set_function(_thread_count)
         Gauge("omni_rtc_asyncio_tasks", "Live asyncio tasks", registry=r).set_function(_task_count)
+        self._overloaded = Gauge(
+            "omni_rtc_overloaded",
+            "1 while this process refuses new calls because its event loop runs late "
+            "(summed over workers: how many do)",
+            registry=r,
+        )
         for transport in TRANSPORTS:  # every series exists from the start, at 0
             self.calls_active.labels(transport)
             self.calls_total.labels(transport)
             self.dtmf_digits.labels(transport)
+
+    def watch_load(self, load: LoopLoad) -> None:
+        """Export the event-loop lag signal (summed over workers: how many refuse calls)."""
+        self._overloaded.set_function(lambda: float(load.overloaded))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -117,6 +117,15 @@ OPTIONS: tuple[Option, ...] = (
         positive_int,
     ),
     Option(
+        "--max-loop-busy",
+        "OMNI_RTC_MAX_LOOP_BUSY",
+        "refuse new calls (503) while a worker's event loop is busier than this, in % of "
+        "its core over the last 2 s (or runs over 10 ms late), so that a call too many "
+        "does not make the calls already there miss real time; 0 = never",
+        85.0,
+        non_negative_number,
+    ),
+    Option(
         "--workers",
         "OMNI_RTC_WORKERS",
         "worker processes that hold the calls, behind one front process that owns HTTP "

@@ -195,6 +195,8 @@ async def healthz(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     if not manager.accepting:
         status = "draining"
+    elif manager.overloaded:
+        status = "overloaded"
     elif not manager.has_room:
         status = "full"
     else:

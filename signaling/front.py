@@ -148,7 +148,12 @@ async def whip_resource(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    status = "draining" if not pool.accepting else ("ok" if pool.has_room else "full")
+    if not pool.accepting:
+        status = "draining"
+    elif pool.has_room:
+        status = "ok"
+    else:
+        status = "overloaded" if pool.overloaded else "full"
     workers = [
         {
             "index": w.index,
@@ -156,6 +161,7 @@ async def healthz(request: web.Request) -> web.Response:
             "ready": w.ready,
             "calls": w.calls,
             "max_calls": w.max_calls,
+            "overloaded": w.overloaded,
         }
         for w in pool.workers
     ]

@@ -47,6 +47,8 @@ class Worker:
     calls: int = 0
     max_calls: int = 0
     accepting: bool = True
+    overloaded: bool = False
+    """Its event loop runs late: no new calls until it catches up."""
     pending: int = 0
     """Calls handed over since the last health poll."""
     restarts: int = 0
@@ -58,7 +60,7 @@ class Worker:
 
     @property
     def has_room(self) -> bool:
-        return self.ready and self.accepting and self.load < self.max_calls
+        return self.ready and self.accepting and not self.overloaded and self.load < self.max_calls
 
 
 class NoWorker(Exception):
@@ -174,6 +176,7 @@ class WorkerPool:
         worker.calls = int(data.get("calls", 0))
         worker.max_calls = int(data.get("max_calls", 0))
         worker.accepting = data.get("status") != "draining"
+        worker.overloaded = data.get("status") == "overloaded"
         worker.pending = 0
 
     async def stop(self, *, drain_seconds: float, hurry: asyncio.Event) -> None:
@@ -233,6 +236,8 @@ class WorkerPool:
             raise NoWorker("this server is shutting down")
         candidates = [w for w in self.workers if w.has_room and w.index not in exclude]
         if not candidates:
+            if self.overloaded:
+                raise NoWorker("this server is overloaded (its workers run late); retry shortly")
             raise NoWorker(f"this server is at its limit of {self.max_calls} calls")
         worker = min(candidates, key=lambda w: (w.load, w.index))
         worker.pending += 1
@@ -256,6 +261,13 @@ class WorkerPool:
     @property
     def has_room(self) -> bool:
         return self.accepting and any(w.has_room for w in self.workers)
+
+    @property
+    def overloaded(self) -> bool:
+        """No room, and at least one worker lacks it only because it runs late."""
+        return not self.has_room and any(
+            w.ready and w.accepting and w.overloaded and w.load < w.max_calls for w in self.workers
+        )
 
     @contextlib.asynccontextmanager
     async def request(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 
 import aiohttp
 import pytest
@@ -184,6 +185,53 @@ async def test_too_many_calls_is_503_with_retry_after() -> None:
     assert info.value.headers["Retry-After"] == "15"
     assert "limit of 1 calls" in info.value.body["error"]
     assert health == (503, {"status": "full", "calls": 1, "max_calls": 1})
+
+
+async def test_an_overloaded_event_loop_refuses_new_calls_until_it_catches_up() -> None:
+    async with run_bridge(["--max-loop-busy", "60"]) as bridge:
+        load = bridge.manager.load
+        assert load is not None
+        loop = asyncio.get_running_loop()
+        hogging = True
+
+        def hog() -> None:  # CPU-bound work on the loop thread, most of every 10 ms
+            if hogging:
+                deadline = time.thread_time() + 0.008
+                while time.thread_time() < deadline:
+                    pass
+                loop.call_later(0.002, hog)
+
+        hog()
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if load.overloaded:
+                    break
+        finally:
+            hogging = False
+        assert load.overloaded
+        # right away (the verdict holds until the loop is well on time for a second)
+        status, text, headers = await post(bridge.url, {"type": "offer", "sdp": await offer_sdp()})
+        async with aiohttp.ClientSession() as http, http.get(bridge.url + "/healthz") as r:
+            health = (r.status, await r.json())
+        metrics = bridge.metrics.render().decode()
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if not load.overloaded:
+                break
+        assert not load.overloaded
+        peer = TestPeer(bridge.url, LoopingPcmTrack(sine_pcm(1.0, 48_000)))
+        try:
+            await peer.call()  # taken again
+            assert bridge.manager.active == 1
+        finally:
+            await peer.close()
+    assert status == 503
+    assert headers["Retry-After"] == "15"
+    assert "overloaded (its event loop is" in text
+    assert health == (503, {"status": "overloaded", "calls": 0, "max_calls": 6})
+    assert 'omni_rtc_calls_failed_total{reason="overloaded",transport="webrtc"} 1.0' in metrics
+    assert "omni_rtc_overloaded 1.0" in metrics
 
 
 def free_port() -> int:

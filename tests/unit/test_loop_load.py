@@ -1,0 +1,169 @@
+"""LoopLoad: how full the event loop is, and when it says a process is overloaded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from omni_rtc.loop_load import LoopLoad
+
+MS = 0.001
+TICK = 0.05
+
+
+class Ticks:
+    """Feeds a LoopLoad ticks of wall time with a given busy share and lag."""
+
+    def __init__(self, load: LoopLoad) -> None:
+        self.load, self.wall, self.cpu = load, 0.0, 0.0
+
+    def run(self, count: int, busy: float, lag_s: float = 0.5 * MS) -> LoopLoad:
+        for _ in range(count):
+            self.wall += TICK + lag_s
+            self.cpu += (TICK + lag_s) * busy
+            self.load.record(self.wall, self.cpu, lag_s)
+        return self.load
+
+
+def window() -> tuple[LoopLoad, Ticks]:
+    load = LoopLoad(0.9, tick_s=TICK, window_s=2.0)  # a window of 40 ticks
+    return load, Ticks(load)
+
+
+def test_a_loop_with_time_to_spare_is_not_overloaded() -> None:
+    load, ticks = window()
+    ticks.run(100, busy=0.7)
+    assert not load.overloaded
+    assert load.busy == pytest.approx(0.7)
+    assert load.lag_s == pytest.approx(0.5 * MS)
+
+
+def test_a_loop_busier_than_the_limit_is_overloaded() -> None:
+    load, ticks = window()
+    ticks.run(40, busy=0.5)
+    ticks.run(20, busy=1.0)  # the window now averages 0.75
+    assert not load.overloaded
+    ticks.run(20, busy=1.0)
+    assert load.overloaded
+    assert "100% busy" in load.describe()
+
+
+def test_a_late_loop_is_overloaded_even_when_its_thread_is_idle() -> None:
+    load, ticks = window()  # (another process takes the core)
+    ticks.run(40, busy=0.2)
+    ticks.run(21, busy=0.2, lag_s=25 * MS)
+    assert load.overloaded
+    assert load.lag_s == pytest.approx(25 * MS)
+
+
+def test_single_late_ticks_are_not_overload() -> None:
+    load, ticks = window()
+    for _ in range(20):
+        ticks.run(3, busy=0.5)
+        ticks.run(1, busy=0.5, lag_s=200 * MS)  # a key frame decoded on the loop, a GC pass
+    assert not load.overloaded
+
+
+def test_overload_ends_only_once_the_loop_has_time_again() -> None:
+    load, ticks = window()
+    ticks.run(40, busy=1.0)
+    assert load.overloaded
+    ticks.run(40, busy=0.85)  # under the limit, but not by enough
+    assert load.overloaded
+    ticks.run(40, busy=0.75)
+    assert not load.overloaded
+
+
+def test_a_late_loop_is_overloaded_until_it_is_well_on_time() -> None:
+    load, ticks = window()
+    ticks.run(40, busy=0.2, lag_s=25 * MS)
+    assert load.overloaded
+    ticks.run(40, busy=0.2, lag_s=5 * MS)  # under 10 ms, but not by enough
+    assert load.overloaded
+    ticks.run(40, busy=0.2)
+    assert not load.overloaded
+
+
+def test_no_verdict_from_the_first_few_ticks() -> None:
+    load, ticks = window()
+    ticks.run(19, busy=1.0)
+    assert not load.overloaded  # a slow start-up is not overload
+    ticks.run(1, busy=1.0)
+    assert load.overloaded
+
+
+def test_a_zero_limit_never_refuses() -> None:
+    load = LoopLoad(0.0)
+    Ticks(load).run(100, busy=1.0, lag_s=1.0)
+    assert not load.overloaded
+    load.start()  # no probe either (outside a loop this would raise if it tried)
+
+
+@pytest.mark.parametrize("limit", [-0.1, 1.5])
+def test_a_limit_outside_one_core_is_refused(limit: float) -> None:
+    with pytest.raises(ValueError, match="share of one core"):
+        LoopLoad(limit)
+
+
+async def test_the_probe_sees_a_busy_loop_and_its_recovery() -> None:
+    load = LoopLoad(0.6, tick_s=0.01, window_s=0.3)
+    load.start()
+    load.start()  # idempotent
+    loop = asyncio.get_running_loop()
+    hogging = True
+
+    def hog() -> None:  # CPU-bound work on the loop thread, most of every 10 ms
+        if hogging:
+            deadline = time.thread_time() + 0.008
+            while time.thread_time() < deadline:
+                pass
+            loop.call_later(0.002, hog)
+
+    try:
+        hog()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if load.overloaded:
+                break
+        assert load.overloaded
+        assert load.busy > 0.6
+        hogging = False
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not load.overloaded:
+                break
+        assert not load.overloaded
+    finally:
+        hogging = False
+        await load.stop()
+    await load.stop()  # idempotent
+
+
+def test_calls_just_taken_count_before_they_show_in_the_busy_share() -> None:
+    now = [0.0]
+    load = LoopLoad(0.85, tick_s=TICK, window_s=2.0, clock=lambda: now[0])
+    ticks = Ticks(load)
+    ticks.run(40, busy=0.72)  # 14 calls at ~5.1% each
+    assert load.has_room(14)  # 72% + 5.1% for one more
+    load.taken()
+    load.taken()
+    assert not load.has_room(16)  # 72% + 2 starting + this one: 87.4%
+    now[0] += 3.5  # (the two calls now show in the busy share, were it measured)
+    assert load.has_room(16)
+
+
+def test_no_room_while_overloaded_whatever_the_projection() -> None:
+    load, ticks = window()
+    ticks.run(40, busy=0.2, lag_s=25 * MS)
+    assert not load.has_room(1)
+    assert LoopLoad(0.0).has_room(1000)
+
+
+def test_without_calls_there_is_no_cost_to_project() -> None:
+    load, ticks = window()
+    ticks.run(40, busy=0.5)  # something else keeps the loop busy
+    assert load.has_room(0)
+    load.taken()
+    assert load.has_room(1)  # (that call's cost is not known yet either)

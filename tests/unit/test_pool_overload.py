@@ -1,0 +1,78 @@
+"""The front skips a worker whose event loop runs late, as its /healthz says."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from omni_rtc.config import Settings
+from omni_rtc.workers.pool import NoWorker, WorkerPool
+
+
+async def test_an_overloaded_worker_gets_no_new_calls() -> None:
+    pool = WorkerPool(Settings.from_argv(["--workers", "2"], environ={}), upstream_url=None)
+    health: dict[int, dict[str, Any]] = {
+        0: {"status": "overloaded", "calls": 1, "max_calls": 6},
+        1: {"status": "ok", "calls": 3, "max_calls": 6},
+    }
+    runners = []
+    try:
+        for worker in pool.workers:  # each worker's /healthz on its own unix socket
+
+            async def healthz(request: web.Request, index: int = worker.index) -> web.Response:
+                body = health[index]
+                return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+            app = web.Application()
+            app.router.add_get("/healthz", healthz)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.UnixSite(runner, worker.socket_path).start()
+            runners.append(runner)
+            worker.session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=worker.socket_path)
+            )
+
+        async def poll() -> None:
+            for worker in pool.workers:
+                await pool._poll(worker)
+
+        await poll()
+        assert [w.overloaded for w in pool.workers] == [True, False]
+        assert pool.choose().index == 1  # the busier one, but on time
+        assert not pool.overloaded
+
+        health[1] = {"status": "overloaded", "calls": 3, "max_calls": 6}
+        await poll()
+        assert pool.overloaded
+        assert not pool.has_room
+        with pytest.raises(NoWorker, match="overloaded"):
+            pool.choose()
+
+        health[0] = {"status": "ok", "calls": 1, "max_calls": 6}
+        await poll()
+        assert pool.choose().index == 0
+    finally:
+        for worker in pool.workers:
+            if worker.session is not None:
+                await worker.session.close()
+        for runner in runners:
+            await runner.cleanup()
+        shutil.rmtree(pool._dir, ignore_errors=True)
+
+
+def test_a_full_pool_is_full_not_overloaded() -> None:
+    pool = WorkerPool(Settings.from_argv(["--workers", "2"], environ={}), upstream_url=None)
+    try:
+        for worker in pool.workers:
+            worker.ready, worker.calls, worker.max_calls = True, 6, 6
+        pool.workers[0].overloaded = True  # late, but full anyway
+        assert not pool.overloaded
+        with pytest.raises(NoWorker, match="limit of 12 calls"):
+            pool.choose()
+    finally:
+        shutil.rmtree(pool._dir, ignore_errors=True)
