@@ -81,8 +81,8 @@ class Bridge:
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
         self.load = LoopLoad(self.settings.max_loop_busy / 100)
-        self.metrics.watch_load(self.load)
         self.calls = CallManager(self.settings.max_calls, self.metrics, self.load)
+        self.metrics.watch_overload(lambda: self.calls.overloaded)
         self.executor = ThreadPoolExecutor(
             max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="omni-rtc-jpeg"
         )
@@ -107,7 +107,8 @@ class Bridge:
         """
         if self.settings.ice_host_addresses:
             restrict_host_addresses(self.settings.ice_host_addresses)
-        self.load.start()
+        if not self._closed:
+            self.load.start()
         async with self._start_lock:
             if self._upstream_url is None:
                 emulator = Emulator(

@@ -24,6 +24,11 @@ log = logging.getLogger("omni_rtc.calls")
 class CapacityError(Exception):
     """No room for another call right now."""
 
+    def __init__(self, message: str, reason: str = "full") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """``full`` (--max-calls), ``overloaded`` (the event loop) or ``draining``."""
+
 
 class OfferError(ValueError):
     """The offer could not be used (the caller's fault: HTTP 400)."""
@@ -65,7 +70,7 @@ class CallManager:
         self.max_calls = max_calls
         self.metrics = metrics
         self.load = load
-        """Refuses new calls while this process's event loop runs late (overloaded)."""
+        """Refuses new calls while this process's event loop has no time for them."""
         self._calls: dict[str, Call] = {}
         self._connecting = 0
         self.accepting = True
@@ -78,16 +83,21 @@ class CallManager:
         return len(self._calls)
 
     @property
+    def full(self) -> bool:
+        return len(self._calls) + self._connecting >= self.max_calls
+
+    @property
     def overloaded(self) -> bool:
-        return self.load is not None and not self.load.has_room(len(self._calls) + self._connecting)
+        """Not full, but the event loop has no time for another call."""
+        return (
+            not self.full
+            and self.load is not None
+            and not self.load.has_room(settled=len(self._calls), starting=self._connecting)
+        )
 
     @property
     def has_room(self) -> bool:
-        return (
-            self.accepting
-            and len(self._calls) + self._connecting < self.max_calls
-            and not self.overloaded
-        )
+        return self.accepting and not self.full and not self.overloaded
 
     def get(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
@@ -100,19 +110,18 @@ class CallManager:
         """Hold a slot while a call is being set up; :class:`CapacityError` when full."""
         if not self.has_room:
             if not self.accepting:
-                why, reason = "this server is shutting down", "capacity"
-            elif len(self._calls) + self._connecting >= self.max_calls:
-                why, reason = f"this server is at its limit of {self.max_calls} calls", "capacity"
+                why, reason = "this server is shutting down", "draining"
+            elif self.full:
+                why, reason = f"this server is at its limit of {self.max_calls} calls", "full"
             else:
                 assert self.load is not None
                 why = f"this server is overloaded ({self.load.describe()}); try again shortly"
                 reason = "overloaded"
-            self.metrics.calls_failed.labels(transport, reason).inc()
+            counted = "overloaded" if reason == "overloaded" else "capacity"
+            self.metrics.calls_failed.labels(transport, counted).inc()
             log.warning("%s call refused: %s", transport, why)
-            raise CapacityError(why)
+            raise CapacityError(why, reason)
         self._connecting += 1
-        if self.load is not None:
-            self.load.taken()
         try:
             yield
         finally:
@@ -121,12 +130,16 @@ class CallManager:
     def add(self, call: Call) -> None:
         """Register a started call; it leaves the registry when it ends."""
         self._calls[call.id] = call
+        if self.load is not None:
+            self.load.taken(call.id)
         self.empty.clear()
         waiter = asyncio.ensure_future(call.closed.wait())
         waiter.add_done_callback(lambda _: self._forget(call.id))
 
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
+        if self.load is not None:
+            self.load.gone(call_id)
         if not self._calls:
             self.empty.set()
 

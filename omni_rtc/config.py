@@ -113,7 +113,7 @@ class Settings:
     vad_silence_ms: int = 800
     video_fps: float = 2.0
     max_calls: int = 6
-    max_loop_busy: float = 85.0
+    max_loop_busy: float = 75.0
     workers: int | None = None
     """None: one per CPU this process may use (see :attr:`worker_count`)."""
     ice_servers: tuple[IceServer, ...] = field(default=(), repr=False)

@@ -28,12 +28,16 @@ WINDOW_S = 2.0
 MAX_LAG_S = 0.010
 """A loop this late (median) is overloaded whatever its own CPU time."""
 CLEAR_BUSY = 0.10
-"""Overload ends once the loop is this much (share of its core) under the limit..."""
+"""Overload by CPU time ends once the loop is this much (share of its core) under the
+limit (or at half the limit, for limits under 20%)."""
 CLEAR_LAG_S = 0.003
-"""...and its median lag is under this."""
+"""Overload by lag ends once the median lag is under this."""
 RAMP_S = 3.0
 """A call starts costing its share a second or two after it is taken (ICE, DTLS, then
 its first key frame): until then it is counted at the average cost of a call."""
+MIN_CALLS_TO_PROJECT = 3
+"""Below this many settled calls the loop's own work (idle timers, an in-process
+emulator, an embedding application) would pass for the cost of a call."""
 
 
 class LoopLoad:
@@ -41,7 +45,7 @@ class LoopLoad:
 
     :meth:`record` is the sans-I/O core (one tick: wall and thread CPU clocks, and how
     late the tick woke); :meth:`start` runs the probe, a task that sleeps :data:`TICK_S`.
-    ``max_busy`` is a share of one core (0.9 = 90%); 0 never reports overload.
+    ``max_busy`` is a share of one core (0.9 = 90%); 0 turns the guard off.
     """
 
     def __init__(
@@ -56,14 +60,16 @@ class LoopLoad:
         if not 0 <= max_busy <= 1:
             raise ValueError("the busy limit is a share of one core, 0..1")
         self.max_busy = max_busy
+        self.clear_busy = max(max_busy - CLEAR_BUSY, max_busy / 2)
         self.tick_s = tick_s
         self.clock = clock
         self.cpu_clock = cpu_clock
         self._window = max(2, round(window_s / tick_s))
         self._lags: deque[float] = deque(maxlen=self._window)
         self._clocks: deque[tuple[float, float]] = deque(maxlen=self._window + 1)
-        self._overloaded = False
-        self._taken: deque[float] = deque()
+        self._too_busy = False
+        self._too_late = False
+        self._taken: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -81,47 +87,75 @@ class LoopLoad:
 
     @property
     def overloaded(self) -> bool:
-        return self._overloaded
+        """Over the busy limit or late, until well under it and on time again."""
+        return self._too_busy or self._too_late
+
+    @property
+    def measured(self) -> bool:
+        """Half a window of ticks seen: enough to judge (a slow start-up is not overload)."""
+        return len(self._lags) >= self._window // 2
 
     def describe(self) -> str:
-        return f"its event loop is {self.busy:.0%} busy and runs {self.lag_s * 1000:.0f} ms late"
+        starting = f", {len(self._taken)} calls just started" if self._taken else ""
+        return (
+            f"its event loop is {self.busy:.0%} busy{starting} "
+            f"and runs {self.lag_s * 1000:.0f} ms late"
+        )
 
-    def has_room(self, calls: int) -> bool:
-        """Room for one more call besides ``calls``: not overloaded, and the busy share
-        plus the calls taken too recently to show in it, plus this one, at the average
-        cost of a call, stays within the limit."""
-        if not self.max_busy:
+    def has_room(self, *, settled: int, starting: int) -> bool:
+        """Room for one more call besides ``settled`` running ones and ``starting`` ones
+        being set up: not overloaded, and the busy share plus the calls too young to
+        show in it plus this one, at the average cost of a call, within the limit."""
+        if not self.max_busy or not self.measured:
             return True
-        if self._overloaded:
+        if self.overloaded:
             return False
         now = self.clock()
-        while self._taken and now - self._taken[0] > RAMP_S:
-            self._taken.popleft()
-        starting = len(self._taken)
-        settled = calls - starting  # the calls that show in the busy share
-        per_call = self.busy / settled if settled > 0 else 0.0  # (none: cost unknown)
-        return self.busy + per_call * (starting + 1) <= self.max_busy
+        for call_id, at in list(self._taken.items()):
+            if now - at > RAMP_S:
+                del self._taken[call_id]
+        young = min(len(self._taken), settled)
+        shown = settled - young  # the calls whose cost is in the busy share
+        if shown < MIN_CALLS_TO_PROJECT:
+            return self.busy <= self.max_busy
+        per_call = self.busy / shown
+        return self.busy + per_call * (young + starting + 1) <= self.max_busy
 
-    def taken(self) -> None:
-        """A call was just taken (it shows in :attr:`busy` only after a while)."""
-        self._taken.append(self.clock())
+    def taken(self, call_id: str) -> None:
+        """A call just started (it shows in :attr:`busy` only after a while)."""
+        if self.max_busy:
+            self._taken[call_id] = self.clock()
+
+    def gone(self, call_id: str) -> None:
+        """A call ended (one that ends young must not be projected any longer)."""
+        self._taken.pop(call_id, None)
 
     def record(self, wall: float, cpu: float, lag_s: float) -> None:
         self._clocks.append((wall, cpu))
         self._lags.append(max(0.0, lag_s))
-        if not self.max_busy or len(self._lags) < self._window // 2:
-            return  # (half a window first: a slow start-up is not overload)
+        if not self.max_busy or not self.measured:
+            return
         busy, lag = self.busy, self.lag_s
-        if not self._overloaded and (busy > self.max_busy or lag > MAX_LAG_S):
-            self._overloaded = True
+        was = self.overloaded
+        if busy > self.max_busy:
+            self._too_busy = True
+        elif busy < self.clear_busy:
+            self._too_busy = False
+        if lag > MAX_LAG_S:
+            self._too_late = True
+        elif lag < CLEAR_LAG_S:
+            self._too_late = False
+        if self.overloaded and not was:
             log.warning("%s: refusing new calls until it has time again", self.describe())
-        elif self._overloaded and busy < self.max_busy - CLEAR_BUSY and lag < CLEAR_LAG_S:
-            self._overloaded = False
+        elif was and not self.overloaded:
             log.info("%s: taking calls again", self.describe())
 
     def start(self) -> None:
         """Start the probe on the running loop (idempotent; nothing when disabled)."""
         if self._task is None and self.max_busy:
+            self._lags.clear()
+            self._clocks.clear()
+            self._too_busy = self._too_late = False
             self._task = asyncio.get_running_loop().create_task(self._probe(), name="loop-load")
 
     async def stop(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,9 +17,6 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-
-if TYPE_CHECKING:
-    from .loop_load import LoopLoad
 
 TRANSPORTS = ("webrtc", "whip", "sip", "twilio", "telnyx", "plivo", "pipe")
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -109,8 +106,8 @@ class Metrics:
         Gauge("omni_rtc_asyncio_tasks", "Live asyncio tasks", registry=r).set_function(_task_count)
         self._overloaded = Gauge(
             "omni_rtc_overloaded",
-            "1 while this process refuses new calls because its event loop runs late "
-            "(summed over workers: how many do)",
+            "1 while this process refuses new calls because its event loop has no time for "
+            "them (--max-loop-busy; summed over workers: how many do)",
             registry=r,
         )
         for transport in TRANSPORTS:  # every series exists from the start, at 0
@@ -118,9 +115,9 @@ class Metrics:
             self.calls_total.labels(transport)
             self.dtmf_digits.labels(transport)
 
-    def watch_load(self, load: LoopLoad) -> None:
-        """Export the event-loop lag signal (summed over workers: how many refuse calls)."""
-        self._overloaded.set_function(lambda: float(load.overloaded))
+    def watch_overload(self, refusing: Callable[[], bool]) -> None:
+        """Export whether this process refuses calls for lack of event-loop time."""
+        self._overloaded.set_function(lambda: float(refusing()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

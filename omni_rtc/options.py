@@ -119,10 +119,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--max-loop-busy",
         "OMNI_RTC_MAX_LOOP_BUSY",
-        "refuse new calls (503) while a worker's event loop is busier than this, in % of "
-        "its core over the last 2 s (or runs over 10 ms late), so that a call too many "
-        "does not make the calls already there miss real time; 0 = never",
-        85.0,
+        "refuse new calls (503) when a worker's event loop would be busier than this, in % "
+        "of its core over the last 2 s with the calls just started counted at the average "
+        "cost (or while it runs over 10 ms late), so that a call too many does not make "
+        "the calls already there miss real time; 0 = never",
+        75.0,
         non_negative_number,
     ),
     Option(

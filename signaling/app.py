@@ -29,6 +29,7 @@ from omni_rtc.realtime.errors import (
 from .auth import GATEKEEPER, Gatekeeper, admit_call, optional_auth, require_auth
 from .body import BODY_TIMEOUT, read_json
 from .cors import Cors
+from .server import REFUSED_HEADER
 from .twilio import add_twilio_routes
 from .validation import MODES, BadRequest, parse_offer
 from .whip import add_whip_routes
@@ -173,7 +174,9 @@ async def post_offer(request: web.Request) -> web.Response:
     except ValueError as exc:  # unknown voice, unusable SDP, bad per-call option
         return json_error(400, str(exc))
     except CapacityError as exc:
-        return json_error(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+        return json_error(
+            503, str(exc), {"Retry-After": str(RETRY_AFTER_S), REFUSED_HEADER: exc.reason}
+        )
     except AuthenticationFailed:
         return json_error(502, "the realtime service rejected the server's API key")
     except RealtimeError as exc:
@@ -195,10 +198,10 @@ async def healthz(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     if not manager.accepting:
         status = "draining"
+    elif manager.full:
+        status = "full"
     elif manager.overloaded:
         status = "overloaded"
-    elif not manager.has_room:
-        status = "full"
     else:
         status = "ok"
     return web.json_response(

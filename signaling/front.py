@@ -29,7 +29,7 @@ from .app import RETRY_AFTER_S, edge_application, json_error
 from .auth import admit_call, require_auth
 from .body import read_body
 from .main import Signals, banner, secrets_of, start_public_site
-from .server import PLAIN_TEXT_BY_DESIGN
+from .server import PLAIN_TEXT_BY_DESIGN, REFUSED_HEADER
 from .twilio_front import add_twilio_front_routes
 from .whip import ENDPOINT, check_access, text_response
 from .whip_sdp import WhipError
@@ -48,6 +48,7 @@ PASSED_DOWN = (
     "Accept-Post",
     "Allow",
     "Retry-After",
+    REFUSED_HEADER,
     "WWW-Authenticate",
     "Cache-Control",
 )
@@ -94,8 +95,10 @@ async def _new_call(request: web.Request, body: bytes, *, whip: bool) -> web.Res
             continue
         finally:
             worker.pending = max(0, worker.pending - 1)
-        if response.status == 503 and "limit" in (response.text or ""):
-            continue  # full after all: another worker may have room
+        refused = response.headers.get(REFUSED_HEADER)
+        if response.status == 503 and refused in ("full", "overloaded"):
+            worker.overloaded = refused == "overloaded"  # (until its next health poll)
+            continue  # another worker may have room
         if response.status in (200, 201):
             worker.calls += 1
         return response

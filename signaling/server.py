@@ -123,3 +123,8 @@ def make_runner(app: web.Application, *, http_timeout: float, **kwargs: Any) -> 
     as unsupported instead of failing inside aiohttp's parser).
     """
     return EdgeRunner(app, keepalive_timeout=http_timeout, auto_decompress=False, **kwargs)
+
+
+REFUSED_HEADER = "X-Omni-Rtc-Refused"
+"""On a 503 for a new call: why (``full``, ``overloaded``, ``draining``); the front moves
+on to another worker when it says ``full`` or ``overloaded``."""

@@ -41,7 +41,7 @@ from omni_rtc.realtime.errors import AuthenticationFailed, RealtimeError
 from omni_rtc.transports.webrtc import WebRtcCall
 
 from .auth import Grant, admit_call, require_auth
-from .server import PLAIN_TEXT_BY_DESIGN
+from .server import PLAIN_TEXT_BY_DESIGN, REFUSED_HEADER
 from .validation import MAX_INSTRUCTIONS_CHARS, MAX_VOICE_CHARS, MODES
 from .whip_sdp import WhipError, link_header, parse_offer, parse_sdpfrag
 
@@ -146,7 +146,8 @@ class Whip:
         except ValueError as exc:  # unknown voice, an offer aiortc cannot answer
             raise WhipError(400, str(exc)) from None
         except CapacityError as exc:
-            raise WhipError(503, str(exc), {"Retry-After": str(self.retry_after_s)}) from None
+            refused = {"Retry-After": str(self.retry_after_s), REFUSED_HEADER: exc.reason}
+            raise WhipError(503, str(exc), refused) from None
         except AuthenticationFailed:
             raise WhipError(502, "the realtime service rejected the server's API key") from None
         except RealtimeError:

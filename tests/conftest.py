@@ -61,9 +61,14 @@ async def run_bridge(
     upstream_url: str | None = None,
     static: dict[str, Path] | None = None,
 ) -> AsyncIterator[Bridge]:
-    """The bridge on 127.0.0.1 with an emulator; ``static`` serves test pages (prefix: dir)."""
+    """The bridge on 127.0.0.1 with an emulator; ``static`` serves test pages (prefix: dir).
+
+    The overload guard is off unless ``argv`` turns it on: this loop also runs the test's
+    callers and emulator, whose work it would count as the server's.
+    """
     settings = Settings.from_argv(
-        ["--port", "0", "--ice-host-address", "127.0.0.1", *(argv or [])], environ={}
+        ["--port", "0", "--ice-host-address", "127.0.0.1", "--max-loop-busy", "0", *(argv or [])],
+        environ={},
     )
     async with Emulator(emulator or EmulatorConfig(reply_delay_s=0.05)) as emu:
         app = create_app(settings, upstream_url or emu.url)

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..calls import CallOptions
+from ..calls import CallOptions, CapacityError
 from ..conversation.core import Conversation
 from ..conversation.events import ConversationEvent, Ended
 from ..sip.handler import SipCall
@@ -90,7 +90,7 @@ class SipGateway:
                 bridge.calls.add(entry)
         except Exception as exc:  # the model service, capacity: the caller hears a BYE
             log.warning("call %s: cannot put the caller through: %s", call.id, exc)
-            call.hangup("upstream_unavailable")
+            call.hangup("server_busy" if isinstance(exc, CapacityError) else "upstream_unavailable")
             return
         log.info(
             "call %s: SIP call from %s (%s) is conversation %s",

@@ -183,6 +183,7 @@ async def test_too_many_calls_is_503_with_retry_after() -> None:
             await second.close()
     assert info.value.status == 503
     assert info.value.headers["Retry-After"] == "15"
+    assert info.value.headers["X-Omni-Rtc-Refused"] == "full"
     assert "limit of 1 calls" in info.value.body["error"]
     assert health == (503, {"status": "full", "calls": 1, "max_calls": 1})
 
@@ -228,6 +229,7 @@ async def test_an_overloaded_event_loop_refuses_new_calls_until_it_catches_up() 
             await peer.close()
     assert status == 503
     assert headers["Retry-After"] == "15"
+    assert headers["X-Omni-Rtc-Refused"] == "overloaded"
     assert "overloaded (its event loop is" in text
     assert health == (503, {"status": "overloaded", "calls": 0, "max_calls": 6})
     assert 'omni_rtc_calls_failed_total{reason="overloaded",transport="webrtc"} 1.0' in metrics

@@ -36,6 +36,7 @@ def test_a_loop_with_time_to_spare_is_not_overloaded() -> None:
     load, ticks = window()
     ticks.run(100, busy=0.7)
     assert not load.overloaded
+    assert load.has_room(settled=10, starting=0)
     assert load.busy == pytest.approx(0.7)
     assert load.lag_s == pytest.approx(0.5 * MS)
 
@@ -144,26 +145,60 @@ async def test_the_probe_sees_a_busy_loop_and_its_recovery() -> None:
 def test_calls_just_taken_count_before_they_show_in_the_busy_share() -> None:
     now = [0.0]
     load = LoopLoad(0.85, tick_s=TICK, window_s=2.0, clock=lambda: now[0])
-    ticks = Ticks(load)
-    ticks.run(40, busy=0.72)  # 14 calls at ~5.1% each
-    assert load.has_room(14)  # 72% + 5.1% for one more
-    load.taken()
-    load.taken()
-    assert not load.has_room(16)  # 72% + 2 starting + this one: 87.4%
-    now[0] += 3.5  # (the two calls now show in the busy share, were it measured)
-    assert load.has_room(16)
+    Ticks(load).run(40, busy=0.72)  # 14 calls at ~5.1% each
+    assert load.has_room(settled=14, starting=0)  # 72% + 5.1% for one more
+    load.taken("a")
+    load.taken("b")
+    assert not load.has_room(settled=16, starting=0)  # 72% + 2 young + this one: 87.4%
+    assert "2 calls just started" in load.describe()
+    load.gone("b")  # one ended young: it is not projected any longer
+    assert load.has_room(settled=15, starting=0)
+    assert not load.has_room(settled=15, starting=1)  # one more being set up
+    now[0] += 3.5  # (the young call now shows in the busy share, were it measured)
+    assert load.has_room(settled=15, starting=0)
+
+
+def test_no_projection_from_fewer_than_three_calls() -> None:
+    load, ticks = window()
+    ticks.run(40, busy=0.5)  # something else keeps the loop busy (an embedding app)
+    load.taken("a")
+    assert load.has_room(settled=2, starting=1)  # 50% is not the cost of two calls
+    ticks.run(40, busy=0.95)
+    assert not load.has_room(settled=0, starting=0)  # but a full loop is full
+
+
+def test_no_verdict_and_no_refusal_before_half_a_window() -> None:
+    load, ticks = window()
+    ticks.run(3, busy=1.0)
+    assert load.has_room(settled=0, starting=0)
 
 
 def test_no_room_while_overloaded_whatever_the_projection() -> None:
     load, ticks = window()
     ticks.run(40, busy=0.2, lag_s=25 * MS)
-    assert not load.has_room(1)
-    assert LoopLoad(0.0).has_room(1000)
+    assert not load.has_room(settled=0, starting=0)
+    assert LoopLoad(0.0).has_room(settled=1000, starting=1000)
 
 
-def test_without_calls_there_is_no_cost_to_project() -> None:
+def test_a_lag_trip_clears_on_time_even_while_the_loop_stays_fairly_busy() -> None:
     load, ticks = window()
-    ticks.run(40, busy=0.5)  # something else keeps the loop busy
-    assert load.has_room(0)
-    load.taken()
-    assert load.has_room(1)  # (that call's cost is not known yet either)
+    ticks.run(40, busy=0.8, lag_s=25 * MS)  # (another process took the core a while)
+    assert load.overloaded
+    ticks.run(40, busy=0.8)  # on time again; 80% is under the 90% limit
+    assert not load.overloaded
+
+
+def test_a_low_limit_still_clears() -> None:
+    load = LoopLoad(0.05, tick_s=TICK, window_s=2.0)
+    ticks = Ticks(load)
+    ticks.run(40, busy=0.5)
+    assert load.overloaded
+    ticks.run(40, busy=0.01)
+    assert not load.overloaded
+
+
+def test_a_disabled_guard_keeps_no_record_of_calls() -> None:
+    load = LoopLoad(0.0)
+    for i in range(1000):
+        load.taken(str(i))
+    assert "started" not in load.describe()

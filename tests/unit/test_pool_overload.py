@@ -1,4 +1,4 @@
-"""The front skips a worker whose event loop runs late, as its /healthz says."""
+"""The front skips a worker whose event loop has no time for calls (its /healthz, its 503)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp import web
 
 from omni_rtc.config import Settings
 from omni_rtc.workers.pool import NoWorker, WorkerPool
+from signaling.front import build_front_app
 
 
 async def test_an_overloaded_worker_gets_no_new_calls() -> None:
@@ -75,4 +76,60 @@ def test_a_full_pool_is_full_not_overloaded() -> None:
         with pytest.raises(NoWorker, match="limit of 12 calls"):
             pool.choose()
     finally:
+        shutil.rmtree(pool._dir, ignore_errors=True)
+
+
+async def test_the_front_moves_on_when_a_worker_refuses_as_overloaded() -> None:
+    settings = Settings.from_argv(["--workers", "2"], environ={})
+    pool = WorkerPool(settings, upstream_url=None)
+    offers: list[int] = []
+    runners = []
+    try:
+        for worker in pool.workers:
+
+            async def healthz(request: web.Request) -> web.Response:
+                return web.json_response({"status": "ok", "calls": 0, "max_calls": 6})
+
+            async def offer(request: web.Request, index: int = worker.index) -> web.Response:
+                offers.append(index)
+                if index == 0:  # its loop filled up since the last health poll
+                    return web.json_response(
+                        {"error": "this server is overloaded (...)"},
+                        status=503,
+                        headers={"Retry-After": "15", "X-Omni-Rtc-Refused": "overloaded"},
+                    )
+                return web.json_response({"type": "answer", "sdp": "v=0", "call_id": "1.x"})
+
+            app = web.Application()
+            app.router.add_get("/healthz", healthz)
+            app.router.add_post("/offer", offer)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.UnixSite(runner, worker.socket_path).start()
+            runners.append(runner)
+            worker.session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=worker.socket_path)
+            )
+            await pool._poll(worker)
+        front = web.AppRunner(build_front_app(settings, pool))
+        await front.setup()
+        site = web.TCPSite(front, "127.0.0.1", 0)
+        await site.start()
+        runners.append(front)
+        url = f"http://127.0.0.1:{front.addresses[0][1]}/offer"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json={"type": "offer", "sdp": "v=0"}) as response:
+                first = (response.status, await response.json())
+            async with http.post(url, json={"type": "offer", "sdp": "v=0"}) as response:
+                second = response.status
+        assert first == (200, {"type": "answer", "sdp": "v=0", "call_id": "1.x"})
+        assert second == 200
+        assert offers == [0, 1, 1]  # worker 0 asked once, then left alone until its poll
+        assert pool.workers[0].overloaded
+    finally:
+        for worker in pool.workers:
+            if worker.session is not None:
+                await worker.session.close()
+        for runner in runners:
+            await runner.cleanup()
         shutil.rmtree(pool._dir, ignore_errors=True)
