@@ -128,7 +128,7 @@ class Bridge:
             return
         self._closed = True
         await self.calls.close_all(reason)
-        await self.load.stop()
+        self.load.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._emulator is not None:
             await self._emulator.stop()

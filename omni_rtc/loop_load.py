@@ -2,19 +2,18 @@
 
 Every call's media runs on one event loop, so one core is the limit of a process.  Two
 signs that it is reached, both over the last two seconds: the loop thread's CPU time
-(how busy it is), and how late a sleeping task wakes (the median lag: under a
-millisecond while the loop has time to spare; many milliseconds when it is saturated, or
-when other processes take its core).  Measured with peer-bench's A/V calls on one core:
-at 16 calls the loop is 73% busy and its median lag 0.7 ms; at 24 it is 99% busy, 18-30
-ms late, and calls miss real time.  A call added then takes the others down with it, so
-the bridge refuses new calls (503 + Retry-After; the front tries another worker) while
-the loop is over its limit, until it is well under it again.
+(how busy it is), and how late a timer fires (the median lag: under a millisecond while
+the loop has time to spare; many milliseconds when it is saturated, or when other
+processes take its core).  Measured with peer-bench's A/V calls on one core: at 16 calls
+the process used 73% of the core and the median lag was 0.7 ms; at 24, 99% and 18-30
+ms, and the calls missed real time.  A call added then takes the others down with it,
+so the bridge refuses new calls (503 + Retry-After; the front tries another worker)
+while the loop is over its limit, until it is well under it again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import statistics
 import time
@@ -44,7 +43,7 @@ class LoopLoad:
     """The event loop's busy share and median lag over a sliding window, and a verdict.
 
     :meth:`record` is the sans-I/O core (one tick: wall and thread CPU clocks, and how
-    late the tick woke); :meth:`start` runs the probe, a task that sleeps :data:`TICK_S`.
+    late the tick woke); :meth:`start` runs the probe, a timer every :data:`TICK_S`.
     ``max_busy`` is a share of one core (0.9 = 90%); 0 turns the guard off.
     """
 
@@ -70,7 +69,7 @@ class LoopLoad:
         self._too_busy = False
         self._too_late = False
         self._taken: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def lag_s(self) -> float:
@@ -151,23 +150,25 @@ class LoopLoad:
             log.info("%s: taking calls again", self.describe())
 
     def start(self) -> None:
-        """Start the probe on the running loop (idempotent; nothing when disabled)."""
-        if self._task is None and self.max_busy:
+        """Start the probe on the running loop (idempotent; nothing when disabled).
+
+        A chain of timer callbacks, not a task: nothing to await or to leak."""
+        if self._timer is None and self.max_busy:
             self._lags.clear()
             self._clocks.clear()
             self._too_busy = self._too_late = False
-            self._task = asyncio.get_running_loop().create_task(self._probe(), name="loop-load")
+            self._schedule(asyncio.get_running_loop())
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def stop(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
-    async def _probe(self) -> None:
-        while True:
-            asked = self.clock()
-            await asyncio.sleep(self.tick_s)
-            now = self.clock()
-            self.record(now, self.cpu_clock(), now - asked - self.tick_s)
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self.clock() + self.tick_s
+        self._timer = loop.call_later(self.tick_s, self._tick, loop, due)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        now = self.clock()
+        self.record(now, self.cpu_clock(), now - due)
+        self._schedule(loop)
