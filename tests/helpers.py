@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import av
 import numpy as np
@@ -64,6 +65,26 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout:.1f} s")
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def busy_loop() -> Iterator[None]:
+    """CPU-bound work on the running event loop's thread, 8 ms of every 10, while inside."""
+    loop = asyncio.get_running_loop()
+    hogging = True
+
+    def hog() -> None:
+        if hogging:
+            deadline = time.thread_time() + 0.008
+            while time.thread_time() < deadline:
+                pass
+            loop.call_later(0.002, hog)
+
+    hog()
+    try:
+        yield
+    finally:
+        hogging = False
 
 
 async def collect_until(

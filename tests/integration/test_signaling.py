@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import aiohttp
 import pytest
@@ -13,7 +12,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from omni_rtc.emulator import EmulatorConfig
 from tests.conftest import run_bridge
-from tests.helpers import sine_pcm
+from tests.helpers import busy_loop, sine_pcm, wait_for
 from tests.peer import LoopingPcmTrack, OfferRejected, TestPeer
 
 KEY = "sk-very-secret-key-0123456789"
@@ -192,35 +191,14 @@ async def test_an_overloaded_event_loop_refuses_new_calls_until_it_catches_up() 
     async with run_bridge(["--max-loop-busy", "60"]) as bridge:
         load = bridge.manager.load
         assert load is not None
-        loop = asyncio.get_running_loop()
-        hogging = True
-
-        def hog() -> None:  # CPU-bound work on the loop thread, most of every 10 ms
-            if hogging:
-                deadline = time.thread_time() + 0.008
-                while time.thread_time() < deadline:
-                    pass
-                loop.call_later(0.002, hog)
-
-        hog()
-        try:
-            for _ in range(200):
-                await asyncio.sleep(0.05)
-                if load.overloaded:
-                    break
-        finally:
-            hogging = False
-        assert load.overloaded
+        with busy_loop():
+            await wait_for(lambda: load.overloaded, 10)
         # right away (the verdict holds until the loop is well on time for a second)
         status, text, headers = await post(bridge.url, {"type": "offer", "sdp": await offer_sdp()})
         async with aiohttp.ClientSession() as http, http.get(bridge.url + "/healthz") as r:
             health = (r.status, await r.json())
         metrics = bridge.metrics.render().decode()
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if not load.overloaded:
-                break
-        assert not load.overloaded
+        await wait_for(lambda: not load.overloaded, 10)
         peer = TestPeer(bridge.url, LoopingPcmTrack(sine_pcm(1.0, 48_000)))
         try:
             await peer.call()  # taken again

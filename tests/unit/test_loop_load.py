@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from omni_rtc.loop_load import LoopLoad
+from tests.helpers import busy_loop, wait_for
 
 MS = 0.001
 TICK = 0.05
@@ -112,32 +110,12 @@ async def test_the_probe_sees_a_busy_loop_and_its_recovery() -> None:
     load = LoopLoad(0.6, tick_s=0.01, window_s=0.3)
     load.start()
     load.start()  # idempotent
-    loop = asyncio.get_running_loop()
-    hogging = True
-
-    def hog() -> None:  # CPU-bound work on the loop thread, most of every 10 ms
-        if hogging:
-            deadline = time.thread_time() + 0.008
-            while time.thread_time() < deadline:
-                pass
-            loop.call_later(0.002, hog)
-
     try:
-        hog()
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if load.overloaded:
-                break
-        assert load.overloaded
-        assert load.busy > 0.6
-        hogging = False
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if not load.overloaded:
-                break
-        assert not load.overloaded
+        with busy_loop():
+            await wait_for(lambda: load.overloaded, 5)
+            assert load.busy > 0.6
+        await wait_for(lambda: not load.overloaded, 5)
     finally:
-        hogging = False
         load.stop()
     load.stop()  # idempotent
 
