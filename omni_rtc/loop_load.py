@@ -9,6 +9,12 @@ the process used 73% of the core and the median lag was 0.7 ms; at 24, 99% and 1
 ms, and the calls missed real time.  A call added then takes the others down with it,
 so the bridge refuses new calls (503 + Retry-After; the front tries another worker)
 while the loop is over its limit, until it is well under it again.
+
+Refusing protects the calls from new ones, not from themselves: a camera that sends
+more, or a neighbour taking the core, can still push the loop past real time.  So a
+loop that is nearly full (:data:`LEAN_BUSY`) or late also turns ``lean``: calls decode
+their cameras at key frames only (fewer images; the model keeps hearing everything in
+real time) until there would be room for the full work again.
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ CLEAR_LAG_S = 0.003
 RAMP_S = 3.0
 """A call starts costing its share a second or two after it is taken (ICE, DTLS, then
 its first key frame): until then it is counted at the average cost of a call."""
+LEAN_BUSY = 0.90
+"""A loop this busy (or later than :data:`MAX_LAG_S`) sheds camera work (``lean``)."""
+LEAN_SETTLE_S = WINDOW_S + 1.0
+"""After this long lean, the window shows what shedding saved."""
+LEAN_HOLD_S = 10.0
+"""Lean at least this long (not on and off with every window)."""
+LEAN_MAX_GROWTH = 1.0
+"""Full camera work is taken to cost at most twice the lean work (a bigger drop after
+going lean was calls ending, not what leaning saved)."""
 MIN_CALLS_TO_PROJECT = 3
 """Below this many settled calls the loop's own work (idle timers, an in-process
 emulator, an embedding application) would pass for the cost of a call."""
@@ -66,8 +81,14 @@ class LoopLoad:
         self._window = max(2, round(window_s / tick_s))
         self._lags: deque[float] = deque(maxlen=self._window)
         self._clocks: deque[tuple[float, float]] = deque(maxlen=self._window + 1)
+        self.lean_busy = max(LEAN_BUSY, max_busy)
         self._too_busy = False
         self._too_late = False
+        self.lean = False
+        """Calls decode camera key frames only (see the module's docstring)."""
+        self._lean_since = 0.0
+        self._busy_before_lean = 0.0
+        self._lean_growth: float | None = None
         self._taken: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -148,6 +169,36 @@ class LoopLoad:
             log.warning("%s: refusing new calls until it has time again", self.describe())
         elif was and not self.overloaded:
             log.info("%s: taking calls again", self.describe())
+        self._judge_lean(wall, busy, lag)
+
+    def _judge_lean(self, now: float, busy: float, lag: float) -> None:
+        """Lean when nearly full or late; back to full camera work once the loop has room
+        for it, on time, after a while.  What full work costs is measured as a ratio, once
+        lean settled (the busy share before / after), so it scales with calls that end."""
+        if not self.lean:
+            if busy >= self.lean_busy or lag > MAX_LAG_S:
+                self.lean = True
+                self._lean_since = now
+                self._busy_before_lean = busy
+                self._lean_growth = None
+                log.warning(
+                    "%s: cameras decoded at key frames only (fewer images) until it has time again",
+                    self.describe(),
+                )
+            return
+        held = now - self._lean_since
+        if self._lean_growth is None:
+            if held < LEAN_SETTLE_S:
+                return
+            saved = max(0.0, self._busy_before_lean - busy)
+            self._lean_growth = min(LEAN_MAX_GROWTH, saved / busy) if busy else LEAN_MAX_GROWTH
+        if (
+            held >= LEAN_HOLD_S
+            and lag < CLEAR_LAG_S
+            and busy * (1 + self._lean_growth) <= self.max_busy
+        ):
+            self.lean = False
+            log.info("%s: cameras decoded in full again", self.describe())
 
     def start(self) -> None:
         """Start the probe on the running loop (idempotent; nothing when disabled).
@@ -156,7 +207,7 @@ class LoopLoad:
         if self._timer is None and self.max_busy:
             self._lags.clear()
             self._clocks.clear()
-            self._too_busy = self._too_late = False
+            self._too_busy = self._too_late = self.lean = False
             self._schedule(asyncio.get_running_loop())
 
     def stop(self) -> None:

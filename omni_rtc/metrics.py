@@ -110,14 +110,22 @@ class Metrics:
             "them (--max-loop-busy; summed over workers: how many do)",
             registry=r,
         )
+        self._video_lean = Gauge(
+            "omni_rtc_video_lean",
+            "1 while this process decodes callers' cameras at key frames only (fewer "
+            "images) because its event loop is nearly full (summed over workers: how many do)",
+            registry=r,
+        )
         for transport in TRANSPORTS:  # every series exists from the start, at 0
             self.calls_active.labels(transport)
             self.calls_total.labels(transport)
             self.dtmf_digits.labels(transport)
 
-    def watch_overload(self, refusing: Callable[[], bool]) -> None:
-        """Export whether this process refuses calls for lack of event-loop time."""
+    def watch_overload(self, refusing: Callable[[], bool], lean: Callable[[], bool]) -> None:
+        """Export whether this process refuses calls, and sheds camera work, for lack of
+        event-loop time."""
         self._overloaded.set_function(lambda: float(refusing()))
+        self._video_lean.set_function(lambda: float(lean()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -122,7 +122,9 @@ OPTIONS: tuple[Option, ...] = (
         "refuse new calls (503) when a worker's event loop would be busier than this, in % "
         "of its core over the last 2 s with the calls just started counted at the average "
         "cost (or while it runs over 10 ms late), so that a call too many does not make "
-        "the calls already there miss real time; 0 = never",
+        "the calls already there miss real time; at 90% (or this limit if higher) or 10 ms "
+        "late, cameras are also decoded at key frames only (fewer images, the audio keeps "
+        "real time) until there is room again; 0 = never",
         75.0,
         non_negative_number,
     ),

@@ -86,6 +86,51 @@ class PatternVideoTrack(MediaStreamTrack):
         return frame
 
 
+class PeriodicKeyVp8Track(MediaStreamTrack):
+    """Pre-encoded VP8 (libvpx through PyAV) with a key frame every ``key_every`` frames,
+    sent as encoded packets (aiortc only packetizes them), like peer-bench's client or a
+    hardware camera: it cannot answer PLIs."""
+
+    kind = "video"
+
+    def __init__(
+        self, width: int = 320, height: int = 240, fps: int = 30, key_every: int = 30
+    ) -> None:
+        super().__init__()
+        self.fps = fps
+        self.index = 0
+        self.start: float | None = None
+        encoder = av.CodecContext.create("libvpx", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+        encoder.time_base = fractions.Fraction(1, fps)
+        encoder.gop_size = key_every
+        encoder.bit_rate = 300_000
+        encoder.options = {"deadline": "realtime", "cpu-used": "8", "keyint_min": str(key_every)}
+        pattern = PatternVideoTrack(width, height, fps)
+        self.packets: list[bytes] = []
+        for index in range(2 * key_every):
+            picture = av.VideoFrame.from_ndarray(
+                np.roll(pattern.base, index * 4, axis=1), format="rgb24"
+            ).reformat(format="yuv420p")
+            picture.pts = index
+            self.packets += [bytes(p) for p in encoder.encode(picture)]
+        self.packets += [bytes(p) for p in encoder.encode(None)]
+        self.packets = self.packets[: 2 * key_every]
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.start is None:
+            self.start = time.monotonic()
+        due = self.start + self.index / self.fps
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        packet = av.Packet(self.packets[self.index % len(self.packets)])
+        packet.pts = self.index * (90_000 // self.fps)
+        packet.time_base = fractions.Fraction(1, 90_000)
+        self.index += 1
+        return packet
+
+
 class OfferRejected(Exception):
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         super().__init__(f"HTTP {status}: {body}")

@@ -13,7 +13,10 @@ decides, frame by frame, whether to decode, and when to ask the sender for a key
 
 A sender that ignores PLIs and sends a key frame every second still yields 2 images a
 second: the chain is decoded from the key frame up to the frame the second image needs,
-the rest of the second is skipped.  Chromium answers at most one PLI per 300 ms
+the rest of the second is skipped.  While the process is overloaded (``lean``), a sender
+whose key frames come often enough (its own period, or PLIs it answers) is decoded at
+its key frames only: fewer images (one a second from that sender), far less CPU, so the
+calls' audio keeps real time.  Chromium answers at most one PLI per 300 ms
 (libwebrtc ``EncoderRtcpFeedback``, ``kMinKeyframeSendIntervalMs``); aiortc's encoder
 answers every one.  PLIs are only relied on when the camera sends many frames per image
 (asking costs a key frame, several inter frames' worth of bits); at the 5 frames a
@@ -55,6 +58,9 @@ FRAMES_PER_IMAGE_FOR_PLI = 6
 """Rely on PLIs only when the camera sends at least this many frames per image."""
 PERIOD_TOLERANCE = 0.1
 """Two key-frame intervals within 10% of each other make a steady period."""
+LEAN_MAX_KEY_PERIOD_S = 2.0
+"""Lean decoding (key frames only) only for a sender with a key frame at least this
+often: it still gives an image every 2 s.  Other senders are decoded as usual."""
 
 
 @dataclass
@@ -129,10 +135,27 @@ class DecodeGate:
 
     # ---------------------------------------------------------------- decisions
 
-    def on_frame(self, now: float, key: bool, due: float, interval: float) -> tuple[bool, bool]:
+    def keyed_often(self, now: float) -> bool:
+        """Key frames come often enough to take images from them alone: the last two at
+        most :data:`LEAN_MAX_KEY_PERIOD_S` apart and the last one no older (arrival times
+        on a loaded loop are too jittery for a steady period), or PLIs are answered."""
+        if self.pli_state == "honoured":
+            return True
+        last, interval = self._last_key, self._last_interval
+        return (
+            last is not None
+            and interval is not None
+            and interval <= LEAN_MAX_KEY_PERIOD_S
+            and now - last <= LEAN_MAX_KEY_PERIOD_S
+        )
+
+    def on_frame(
+        self, now: float, key: bool, due: float, interval: float, lean: bool = False
+    ) -> tuple[bool, bool]:
         """``(decode, send_pli)`` for a frame arriving at ``now``.
 
-        ``interval`` is the sampler's time between images.
+        ``interval`` is the sampler's time between images; ``lean``: the process is
+        overloaded, decode only key frames if this sender sends them often enough.
         """
         if self._last_frame is not None:
             gap = now - self._last_frame
@@ -149,7 +172,7 @@ class DecodeGate:
         elif key:
             # Decode unless another key frame comes before the sampler needs one.
             decode = due - now <= self._key_gap(interval) + self.slack()
-        elif not self.chain:
+        elif not self.chain or (lean and self.keyed_often(now)):
             decode = False
         elif due <= now:
             decode = True
@@ -162,7 +185,7 @@ class DecodeGate:
         else:
             self.chain = False
             self.stats.skipped += 1
-            if not key and due != NEVER and self._want_pli(now, due, interval):
+            if not key and due != NEVER and self._want_pli(now, due, interval, lean):
                 send_pli = True
                 purpose = "gating" if self.pli_state == "honoured" else "recovery"
                 self._sent_pli(now, purpose)
@@ -206,9 +229,12 @@ class DecodeGate:
             gap = min(gap, self._pli_lead())
         return gap
 
-    def _want_pli(self, now: float, due: float, interval: float) -> bool:
-        """Ask for a key frame when the chain is broken and an image is due soon."""
+    def _want_pli(self, now: float, due: float, interval: float, lean: bool) -> bool:
+        """Ask for a key frame when the chain is broken and an image is due soon (lean:
+        only from a sender that answers; a periodic one's next key frame will do)."""
         if self._pli_sent_at is not None or now - self._last_pli < PLI_MIN_GAP_S:
+            return False
+        if lean and self.pli_state != "honoured" and self.keyed_often(now):
             return False
         if self.pli_state == "ignored" and now - self._ignored_at < PLI_RETRY_S:
             return False
@@ -286,8 +312,9 @@ class VideoDecoder:
     """Encoded camera frames (aiortc's reassembled ``(codec, data)``) -> the sampler.
 
     ``due()`` and ``interval()`` come from the sampler; ``deliver`` takes a decoded
-    frame; ``request_key_frame`` sends a PLI.  Codecs the gate does not understand are
-    decoded frame by frame with aiortc's own decoder for them.
+    frame; ``request_key_frame`` sends a PLI; ``lean()`` says whether the process is
+    overloaded (then key frames only, see :meth:`DecodeGate.on_frame`).  Codecs the
+    gate does not understand are decoded frame by frame with aiortc's own decoder.
     """
 
     def __init__(
@@ -297,9 +324,11 @@ class VideoDecoder:
         interval: Callable[[], float],
         deliver: Callable[[av.VideoFrame], None],
         request_key_frame: Callable[[], None],
+        lean: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gate = DecodeGate()
+        self._lean = lean
         self._due = due
         self._interval = interval
         self._deliver = deliver
@@ -319,7 +348,7 @@ class VideoDecoder:
                 self._decode_other(codec, data, timestamp)
             return
         interval = self._interval()
-        decode, send_pli = self.gate.on_frame(now, key, due, interval)
+        decode, send_pli = self.gate.on_frame(now, key, due, interval, self._lean())
         if send_pli:
             self._request_key_frame()
         if not decode:

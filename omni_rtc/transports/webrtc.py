@@ -55,12 +55,15 @@ class WebRtcCall:
         *,
         peer_timeout: float = 30.0,
         on_closed: Callable[[WebRtcCall], None] | None = None,
+        lean_video: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pc = pc
         self.conversation = conversation
         self.reply_track = reply_track
         self.peer_timeout = peer_timeout
         self.on_closed = on_closed
+        self.lean_video = lean_video
+        """True while the process is overloaded: cameras decoded at key frames only."""
         self.closed = asyncio.Event()
         self.ended_reason: str | None = None
         self._closing = False
@@ -181,6 +184,7 @@ class WebRtcCall:
             interval=lambda: sampler.interval,
             deliver=sampler.offer,
             request_key_frame=lambda: _ignore(fastpath.request_key_frame(receiver)),
+            lean=self.lean_video,
             clock=sampler.clock,
         )
         sampler.on_sample = decoder.sampled

@@ -15,7 +15,7 @@ from omni_rtc.media.reply_track import OpusReplyTrack
 from omni_rtc.transports.webrtc import WebRtcCall
 from tests.conftest import run_bridge
 from tests.media import best_circular_correlation, envelope, load_pcm48
-from tests.peer import LoopingPcmTrack, PatternVideoTrack, TestPeer
+from tests.peer import LoopingPcmTrack, PatternVideoTrack, PeriodicKeyVp8Track, TestPeer
 
 
 def to16k(pcm48: bytes) -> bytes:
@@ -77,6 +77,48 @@ async def test_opus_peer_gets_packets_encoded_here_and_its_camera_sampled(speech
     assert_both_ways(peer, speech, bytes(record.audio))
     assert record.images
     assert all(i.accepted for i in record.images)
+
+
+async def test_an_overloaded_bridge_samples_a_periodic_camera_at_its_key_frames(
+    speech_wav,
+) -> None:
+    """Lean (the loop nearly full): key frames only, an image a second; then 2 again."""
+    speech = load_pcm48(speech_wav)
+    async with run_bridge() as bridge:
+        camera = PeriodicKeyVp8Track(fps=30, key_every=30)  # cannot answer PLIs
+        peer = TestPeer(bridge.url, LoopingPcmTrack(speech), camera)
+        try:
+            call = await one_call(bridge, peer)
+            [decoder] = call.video_decoders
+            stats = decoder.gate.stats
+            images = bridge.emulator.sessions[0].images
+            load = bridge.manager.load
+
+            async def over(seconds: float) -> tuple[int, int, int]:
+                """Images sent, frames decoded and key frames seen in ``seconds``."""
+                before = len(images), stats.decoded, stats.key_frames
+                await asyncio.sleep(seconds)
+                after = len(images), stats.decoded, stats.key_frames
+                return after[0] - before[0], after[1] - before[1], after[2] - before[2]
+
+            await asyncio.sleep(2.0)  # three key frames: its period is known
+            full_images, full_decoded, _ = await over(4.0)
+            load.lean = True
+            await asyncio.sleep(1.0)
+            lean_images, lean_decoded, lean_keys = await over(4.0)
+            load.lean = False
+            await asyncio.sleep(1.5)
+            again_images, again_decoded, _ = await over(4.0)
+        finally:
+            await peer.close()
+    assert 7 <= full_images <= 9  # 2 a second...
+    assert full_decoded >= 40  # ...decoding from each key frame to the second image
+    assert 3 <= lean_images <= 5  # 1 a second...
+    assert lean_decoded <= lean_keys <= 5  # ...from key frames only
+    assert lean_images <= lean_decoded  # every image is one of them
+    assert 7 <= again_images <= 9
+    assert again_decoded >= 40
+    assert stats.decode_errors == 0
 
 
 async def test_g711_peer_is_heard_and_hears_the_reply(speech_wav) -> None:

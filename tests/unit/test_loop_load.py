@@ -180,3 +180,47 @@ def test_a_disabled_guard_keeps_no_record_of_calls() -> None:
     for i in range(1000):
         load.taken(str(i))
     assert "started" not in load.describe()
+
+
+def default_limit() -> tuple[LoopLoad, Ticks]:
+    load = LoopLoad(0.75, tick_s=TICK, window_s=2.0)  # --max-loop-busy 75: lean at 90%
+    return load, Ticks(load)
+
+
+def test_a_nearly_full_loop_goes_lean_until_there_is_room_for_what_it_shed() -> None:
+    load, ticks = default_limit()
+    ticks.run(40, busy=0.8)
+    assert load.overloaded
+    assert not load.lean  # refusing calls is enough at 80%
+    ticks.run(40, busy=0.95)  # a camera sends more: the calls it holds fill the loop
+    assert load.lean
+    ticks.run(300, busy=0.6)  # 15 s lean: shedding saved ~30 points, 60% + 30 > 75%
+    assert load.lean
+    ticks.run(100, busy=0.4)  # calls ended: 40% + 30 fits under the limit
+    assert not load.lean
+
+
+def test_lean_lasts_at_least_its_hold_time() -> None:
+    load, ticks = default_limit()
+    ticks.run(40, busy=0.95)
+    assert load.lean
+    ticks.run(100, busy=0.1)  # 5 s: room for anything, but not on and off every window
+    assert load.lean
+    ticks.run(120, busy=0.1)
+    assert not load.lean
+
+
+def test_a_late_loop_goes_lean_until_it_is_on_time() -> None:
+    load, ticks = default_limit()  # (another process takes the core)
+    ticks.run(40, busy=0.3, lag_s=25 * MS)
+    assert load.lean
+    ticks.run(300, busy=0.3, lag_s=6 * MS)  # better, but still late
+    assert load.lean
+    ticks.run(60, busy=0.3)
+    assert not load.lean
+
+
+def test_a_disabled_guard_never_goes_lean() -> None:
+    load = LoopLoad(0.0, tick_s=TICK, window_s=2.0)
+    Ticks(load).run(100, busy=1.0, lag_s=50 * MS)
+    assert not load.lean

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
@@ -44,6 +45,7 @@ class Sender:
 @dataclass
 class Run:
     images: list[float] = field(default_factory=list)
+    decoded_at: list[float] = field(default_factory=list)
     decoded: int = 0
     frames: int = 0
     gate: DecodeGate = field(default_factory=DecodeGate)
@@ -57,12 +59,23 @@ class Run:
             / len(self.images)
         )
 
+    def images_between(self, start: float, end: float) -> int:
+        return sum(start <= at < end for at in self.images)
+
+    def decoded_between(self, start: float, end: float) -> int:
+        return sum(start <= at < end for at in self.decoded_at)
+
 
 def simulate(
-    sender: Sender, seconds: float = 30.0, interval: float = 0.5, audio_from: float = 0.0
+    sender: Sender,
+    seconds: float = 30.0,
+    interval: float = 0.5,
+    audio_from: float = 0.0,
+    lean: Callable[[float], bool] = lambda now: False,
 ) -> Run:
     """A sampler like FrameSampler: sleeps until ``due``, then takes the newest decoded
-    frame (or the next one decoded, if none is waiting)."""
+    frame (or the next one decoded, if none is waiting).  ``lean(now)``: the process
+    is overloaded."""
     run = Run()
     due = -math.inf
     fresh_at: float | None = None
@@ -81,12 +94,13 @@ def simulate(
             take(max(due, fresh_at, audio_from))  # woke at due with a frame waiting
         key = sender.is_key(i, now)
         can_send = now >= audio_from
-        decode, pli = run.gate.on_frame(now, key, due if can_send else NEVER, interval)
+        decode, pli = run.gate.on_frame(now, key, due if can_send else NEVER, interval, lean(now))
         if pli:
             sender.pli(now)
         run.frames += 1
         if decode:
             run.decoded += 1
+            run.decoded_at.append(now)
             fresh_at = now
             if can_send and now >= due:
                 take(now)
@@ -148,6 +162,46 @@ def test_nothing_is_decoded_before_audio_then_a_key_frame_is_asked_for() -> None
     assert run.images[0] <= 3.2  # first image soon after the first audio
     # frames before the audio were skipped (the first frame only arrives at 0)
     assert run.gate.stats.skipped >= 3.0 * 30 - 2
+
+
+def during(start: float, end: float) -> Callable[[float], bool]:
+    return lambda now: start <= now < end
+
+
+def test_lean_decodes_only_the_key_frames_of_a_periodic_sender() -> None:
+    # the benchmark's client again, with the process overloaded from 10 s to 20 s
+    run = simulate(Sender(fps=30, key_every=30), seconds=30, lean=during(10, 20))
+    assert run.decoded_between(11, 20) == 9  # its key frames, nothing else
+    assert run.images_between(11, 20) == 9  # an image a second, each a key frame
+    assert all(at == round(at) for at in run.images if 11 <= at < 20)  # key frames' times
+    assert 14 <= run.decoded_between(3, 4) <= 20  # before: key frame .. second image
+    assert run.images_between(3, 10) == 14
+    assert run.images_between(22, 30) == 16  # all images again once it has time
+    assert 14 <= run.decoded_between(25, 26) <= 20
+    assert run.gate.stats.plis == 0  # its own key frames will do: nothing asked
+    assert np.diff(run.images).min() >= 0.49
+
+
+def test_lean_asks_a_sender_that_answers_plis_as_before() -> None:
+    sender = Sender(fps=30, key_every=0, honours_pli=True, pli_latency=0.05)
+    run = simulate(sender, seconds=30, lean=during(10, 20))
+    assert run.images_between(11, 20) >= 17  # key frames on request: 2 images a second
+    assert run.decoded_between(11, 20) <= 2 * run.images_between(11, 20)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        Sender(fps=30, key_every=0, honours_pli=False),  # no key frames, PLIs ignored
+        Sender(fps=30, key_every=90),  # a key frame every 3 s: too rare to go lean
+        Sender(fps=5, key_every=0, honours_pli=True),  # the page: never asked (5 fps)
+    ],
+)
+def test_lean_keeps_decoding_senders_whose_key_frames_are_rare(sender: Sender) -> None:
+    lean = simulate(sender, seconds=30, lean=during(10, 20))
+    full = simulate(Sender(sender.fps, sender.key_every, sender.honours_pli), seconds=30)
+    assert lean.images_between(11, 20) == full.images_between(11, 20) >= 17
+    assert lean.decoded == full.decoded
 
 
 def test_irregular_key_frames_do_not_make_a_period() -> None:
@@ -262,3 +316,16 @@ def test_jittery_arrival_keeps_the_period(fps: float) -> None:
     for k in range(6):
         gate.on_frame(k * 1.0 + float(rng.uniform(0, 0.01)), True, -math.inf, 0.5)
     assert gate.natural_key_at(5.2) == pytest.approx(6.0, abs=0.05)
+
+
+def test_lean_holds_on_a_loaded_loop_where_key_frames_arrive_late() -> None:
+    # key frames every second, arriving up to 300 ms late (a loop at 95%): no steady
+    # period, but key frames often enough to take images from them alone
+    gate = DecodeGate()
+    decoded = 0
+    for index in range(30 * 20):
+        now = index / 30 + 0.15 + 0.15 * math.sin(index / 7)  # in order, 0..300 ms late
+        decode, _ = gate.on_frame(now, index % 30 == 0, now + 0.2, 0.5, lean=index >= 150)
+        decoded += decode and index >= 150
+    assert decoded <= 15  # the 15 key frames after 5 s, nothing else
+    assert gate.stats.plis == 0
