@@ -13,14 +13,16 @@ while the loop is over its limit, until it is well under it again.
 Refusing protects the calls from new ones, not from themselves: a camera that sends
 more, or a neighbour taking the core, can still push the loop past real time.  So a
 loop that is nearly full (:data:`LEAN_BUSY`) or late also turns ``lean``: calls decode
-their cameras at key frames only (fewer images; the model keeps hearing everything in
-real time) until there would be room for the full work again.
+the cameras that send key frames often enough at key frames only (fewer images; the
+model keeps hearing everything in real time), and no call is taken, until there would
+be room for the full work again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import statistics
 import time
 from collections import deque
@@ -42,13 +44,19 @@ RAMP_S = 3.0
 its first key frame): until then it is counted at the average cost of a call."""
 LEAN_BUSY = 0.90
 """A loop this busy (or later than :data:`MAX_LAG_S`) sheds camera work (``lean``)."""
-LEAN_SETTLE_S = WINDOW_S + 1.0
-"""After this long lean, the window shows what shedding saved."""
-LEAN_HOLD_S = 10.0
-"""Lean at least this long (not on and off with every window)."""
+LEAN_SETTLE_WINDOWS = 1.5
+"""After this long lean (in windows: 3 s), the window shows what shedding saved."""
+LEAN_HOLD_WINDOWS = 5.0
+"""Lean at least this long (10 s), not on and off with every window."""
 LEAN_MAX_GROWTH = 1.0
 """Full camera work is taken to cost at most twice the lean work (a bigger drop after
 going lean was calls ending, not what leaning saved)."""
+LEAN_BEFORE_TICKS = 10
+"""The busy share just before going lean is measured over this many ticks (the window's
+average lags a rising load)."""
+LEAN_REPEAT_WINDOWS = 15.0
+"""Lean again this soon (30 s) after it ended: what full work costs was underestimated
+(a saturated loop reads 100%, whatever the demand), so keep the larger estimate."""
 MIN_CALLS_TO_PROJECT = 3
 """Below this many settled calls the loop's own work (idle timers, an in-process
 emulator, an embedding application) would pass for the cost of a call."""
@@ -86,9 +94,14 @@ class LoopLoad:
         self._too_late = False
         self.lean = False
         """Calls decode camera key frames only (see the module's docstring)."""
+        self.lean_settle_s = LEAN_SETTLE_WINDOWS * window_s
+        self.lean_hold_s = LEAN_HOLD_WINDOWS * window_s
+        self.lean_repeat_s = LEAN_REPEAT_WINDOWS * window_s
         self._lean_since = 0.0
+        self._lean_ended = -math.inf
         self._busy_before_lean = 0.0
         self._lean_growth: float | None = None
+        self._previous_growth = 0.0
         self._taken: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -107,8 +120,9 @@ class LoopLoad:
 
     @property
     def overloaded(self) -> bool:
-        """Over the busy limit or late, until well under it and on time again."""
-        return self._too_busy or self._too_late
+        """Over the busy limit or late, until well under it and on time again; or lean
+        (its busy share is the calls' lean cost, no measure of room for another)."""
+        return self._too_busy or self._too_late or self.lean
 
     @property
     def measured(self) -> bool:
@@ -117,8 +131,9 @@ class LoopLoad:
 
     def describe(self) -> str:
         starting = f", {len(self._taken)} calls just started" if self._taken else ""
+        lean = " (cameras at key frames only)" if self.lean else ""
         return (
-            f"its event loop is {self.busy:.0%} busy{starting} "
+            f"its event loop is {self.busy:.0%} busy{lean}{starting} "
             f"and runs {self.lag_s * 1000:.0f} ms late"
         )
 
@@ -179,8 +194,10 @@ class LoopLoad:
             if busy >= self.lean_busy or lag > MAX_LAG_S:
                 self.lean = True
                 self._lean_since = now
-                self._busy_before_lean = busy
+                self._busy_before_lean = max(busy, self._recent_busy())
                 self._lean_growth = None
+                if now - self._lean_ended > self.lean_repeat_s:
+                    self._previous_growth = 0.0
                 log.warning(
                     "%s: cameras decoded at key frames only (fewer images) until it has time again",
                     self.describe(),
@@ -188,17 +205,27 @@ class LoopLoad:
             return
         held = now - self._lean_since
         if self._lean_growth is None:
-            if held < LEAN_SETTLE_S:
+            if held < self.lean_settle_s:
                 return
             saved = max(0.0, self._busy_before_lean - busy)
-            self._lean_growth = min(LEAN_MAX_GROWTH, saved / busy) if busy else LEAN_MAX_GROWTH
+            growth = min(LEAN_MAX_GROWTH, saved / busy) if busy else LEAN_MAX_GROWTH
+            self._lean_growth = max(growth, self._previous_growth)
         if (
-            held >= LEAN_HOLD_S
+            held >= self.lean_hold_s
             and lag < CLEAR_LAG_S
             and busy * (1 + self._lean_growth) <= self.max_busy
         ):
             self.lean = False
+            self._lean_ended = now
+            self._previous_growth = self._lean_growth
             log.info("%s: cameras decoded in full again", self.describe())
+
+    def _recent_busy(self) -> float:
+        clocks = self._clocks
+        if len(clocks) <= LEAN_BEFORE_TICKS:
+            return self.busy
+        (wall0, cpu0), (wall1, cpu1) = clocks[-1 - LEAN_BEFORE_TICKS], clocks[-1]
+        return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
 
     def start(self) -> None:
         """Start the probe on the running loop (idempotent; nothing when disabled).
@@ -207,10 +234,12 @@ class LoopLoad:
         if self._timer is None and self.max_busy:
             self._lags.clear()
             self._clocks.clear()
-            self._too_busy = self._too_late = self.lean = False
             self._schedule(asyncio.get_running_loop())
 
     def stop(self) -> None:
+        """Stop the probe; no verdict stands without it."""
+        self._too_busy = self._too_late = self.lean = False
+        self._taken.clear()
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()

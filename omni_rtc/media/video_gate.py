@@ -14,13 +14,16 @@ decides, frame by frame, whether to decode, and when to ask the sender for a key
 A sender that ignores PLIs and sends a key frame every second still yields 2 images a
 second: the chain is decoded from the key frame up to the frame the second image needs,
 the rest of the second is skipped.  While the process is overloaded (``lean``), a sender
-whose key frames come often enough (its own period, or PLIs it answers) is decoded at
-its key frames only: fewer images (one a second from that sender), far less CPU, so the
-calls' audio keeps real time.  Chromium answers at most one PLI per 300 ms
-(libwebrtc ``EncoderRtcpFeedback``, ``kMinKeyframeSendIntervalMs``); aiortc's encoder
-answers every one.  PLIs are only relied on when the camera sends many frames per image
-(asking costs a key frame, several inter frames' worth of bits); at the 5 frames a
-second the page asks for, every frame is decoded.
+with a key frame at least every 2 s is decoded at its key frames only: an image per key
+frame (one a second from that sender), far less CPU, so the calls' audio keeps real
+time.  A sender that answers PLIs is already decoded that way when it pays; others (no
+key frames of their own, or few frames per image) are decoded as usual.
+
+Chromium answers at most one PLI per 300 ms (libwebrtc ``EncoderRtcpFeedback``,
+``kMinKeyframeSendIntervalMs``); aiortc's encoder answers every one.  PLIs are only
+relied on when the camera sends many frames per image (asking costs a key frame, several
+inter frames' worth of bits); at the 5 frames a second the page asks for, every frame is
+decoded.
 
 :class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread: it runs on
 the event loop) and hands the decoded frame to the sampler.
@@ -135,18 +138,19 @@ class DecodeGate:
 
     # ---------------------------------------------------------------- decisions
 
-    def keyed_often(self, now: float) -> bool:
+    def keyed_often(self, now: float, interval: float) -> bool:
         """Key frames come often enough to take images from them alone: the last two at
         most :data:`LEAN_MAX_KEY_PERIOD_S` apart and the last one no older (arrival times
-        on a loaded loop are too jittery for a steady period), or PLIs are answered."""
-        if self.pli_state == "honoured":
+        on a loaded loop are too jittery for a steady period), or PLIs are answered and
+        pay (many frames per image)."""
+        if self.pli_state == "honoured" and self._pli_pays(interval):
             return True
-        last, interval = self._last_key, self._last_interval
+        last, key_interval = self._last_key, self._last_interval
         return (
             last is not None
-            and interval is not None
-            and interval <= LEAN_MAX_KEY_PERIOD_S
-            and now - last <= LEAN_MAX_KEY_PERIOD_S
+            and key_interval is not None
+            and key_interval <= LEAN_MAX_KEY_PERIOD_S
+            and now - last <= LEAN_MAX_KEY_PERIOD_S + self.slack()
         )
 
     def on_frame(
@@ -172,7 +176,7 @@ class DecodeGate:
         elif key:
             # Decode unless another key frame comes before the sampler needs one.
             decode = due - now <= self._key_gap(interval) + self.slack()
-        elif not self.chain or (lean and self.keyed_often(now)):
+        elif not self.chain or (lean and self.keyed_often(now, interval)):
             decode = False
         elif due <= now:
             decode = True
@@ -234,7 +238,7 @@ class DecodeGate:
         only from a sender that answers; a periodic one's next key frame will do)."""
         if self._pli_sent_at is not None or now - self._last_pli < PLI_MIN_GAP_S:
             return False
-        if lean and self.pli_state != "honoured" and self.keyed_often(now):
+        if lean and self.pli_state != "honoured" and self.keyed_often(now, interval):
             return False
         if self.pli_state == "ignored" and now - self._ignored_at < PLI_RETRY_S:
             return False

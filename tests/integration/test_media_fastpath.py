@@ -92,7 +92,8 @@ async def test_an_overloaded_bridge_samples_a_periodic_camera_at_its_key_frames(
             [decoder] = call.video_decoders
             stats = decoder.gate.stats
             images = bridge.emulator.sessions[0].images
-            load = bridge.manager.load
+            load = bridge.manager.load  # (no probe here: run_bridge turns the guard off,
+            # so lean is set by hand; tests/unit/test_loop_load.py tests when it is set)
 
             async def over(seconds: float) -> tuple[int, int, int]:
                 """Images sent, frames decoded and key frames seen in ``seconds``."""
@@ -115,7 +116,7 @@ async def test_an_overloaded_bridge_samples_a_periodic_camera_at_its_key_frames(
     assert full_decoded >= 40  # ...decoding from each key frame to the second image
     assert 3 <= lean_images <= 5  # 1 a second...
     assert lean_decoded <= lean_keys <= 5  # ...from key frames only
-    assert lean_images <= lean_decoded  # every image is one of them
+    assert lean_images <= lean_decoded + 1  # every image is one of them (+1: the window's edge)
     assert 7 <= again_images <= 9
     assert again_decoded >= 40
     assert stats.decode_errors == 0

@@ -66,13 +66,15 @@ def test_single_late_ticks_are_not_overload() -> None:
 
 
 def test_overload_ends_only_once_the_loop_has_time_again() -> None:
-    load, ticks = window()
-    ticks.run(40, busy=1.0)
+    load = LoopLoad(0.6, tick_s=TICK, window_s=2.0)  # (under the 90% where it goes lean)
+    ticks = Ticks(load)
+    ticks.run(40, busy=0.8)
     assert load.overloaded
-    ticks.run(40, busy=0.85)  # under the limit, but not by enough
+    ticks.run(40, busy=0.55)  # under the limit, but not by enough
     assert load.overloaded
-    ticks.run(40, busy=0.75)
+    ticks.run(40, busy=0.45)
     assert not load.overloaded
+    assert not load.lean
 
 
 def test_a_late_loop_is_overloaded_until_it_is_well_on_time() -> None:
@@ -82,6 +84,9 @@ def test_a_late_loop_is_overloaded_until_it_is_well_on_time() -> None:
     ticks.run(40, busy=0.2, lag_s=5 * MS)  # under 10 ms, but not by enough
     assert load.overloaded
     ticks.run(40, busy=0.2)
+    assert load.lean  # on time, but lean (no call taken) for at least 10 s
+    assert load.overloaded
+    ticks.run(160, busy=0.2)
     assert not load.overloaded
 
 
@@ -162,7 +167,7 @@ def test_a_lag_trip_clears_on_time_even_while_the_loop_stays_fairly_busy() -> No
     load, ticks = window()
     ticks.run(40, busy=0.8, lag_s=25 * MS)  # (another process took the core a while)
     assert load.overloaded
-    ticks.run(40, busy=0.8)  # on time again; 80% is under the 90% limit
+    ticks.run(200, busy=0.8)  # on time again; 80% is under the 90% limit
     assert not load.overloaded
 
 
@@ -194,10 +199,12 @@ def test_a_nearly_full_loop_goes_lean_until_there_is_room_for_what_it_shed() -> 
     assert not load.lean  # refusing calls is enough at 80%
     ticks.run(40, busy=0.95)  # a camera sends more: the calls it holds fill the loop
     assert load.lean
-    ticks.run(300, busy=0.6)  # 15 s lean: shedding saved ~30 points, 60% + 30 > 75%
+    ticks.run(300, busy=0.6)  # 15 s lean: full work costs 0.95 / 0.6 of lean, > 75%
     assert load.lean
-    ticks.run(100, busy=0.4)  # calls ended: 40% + 30 fits under the limit
+    assert not load.has_room(settled=10, starting=0)  # 60% is the calls' lean cost
+    ticks.run(100, busy=0.45)  # calls ended: 45% x 0.95 / 0.6 = 71% fits
     assert not load.lean
+    assert load.has_room(settled=10, starting=0)
 
 
 def test_lean_lasts_at_least_its_hold_time() -> None:
@@ -218,6 +225,45 @@ def test_a_late_loop_goes_lean_until_it_is_on_time() -> None:
     assert load.lean
     ticks.run(60, busy=0.3)
     assert not load.lean
+
+
+def test_lean_again_soon_after_keeps_the_larger_cost_of_full_work() -> None:
+    load, ticks = default_limit()
+    ticks.run(40, busy=0.95)
+    ticks.run(300, busy=0.5)  # full work seemed to cost 0.95 / 0.5 (capped at 2x)...
+    ticks.run(100, busy=0.35)
+    assert not load.lean
+    ticks.run(40, busy=1.0)  # lean again at once: a saturated loop reads 100% whatever
+    assert load.lean  # the demand, so full work cost more than 0.35 x 1.9
+    ticks.run(300, busy=0.8)  # this time 1.0 / 0.8 seems to be all it costs...
+    ticks.run(300, busy=0.5)  # ...0.5 x 1.25 would fit, but 0.5 x 1.9 does not
+    assert load.lean
+    ticks.run(100, busy=0.35)
+    assert not load.lean
+
+
+def test_stopping_the_probe_drops_its_verdicts() -> None:
+    load, ticks = default_limit()
+    ticks.run(40, busy=1.0)
+    assert load.lean
+    assert load.overloaded
+    load.stop()
+    assert not load.lean
+    assert not load.overloaded
+
+
+def test_the_metrics_say_which_processes_refuse_calls_and_which_are_lean() -> None:
+    from omni_rtc.metrics import Metrics
+
+    load, ticks = default_limit()
+    metrics = Metrics()
+    metrics.watch_overload(lambda: load.overloaded, lambda: load.lean)
+    ticks.run(40, busy=0.8)
+    text = metrics.render().decode()
+    assert "omni_rtc_overloaded 1.0" in text
+    assert "omni_rtc_video_lean 0.0" in text
+    ticks.run(40, busy=0.95)
+    assert "omni_rtc_video_lean 1.0" in metrics.render().decode()
 
 
 def test_a_disabled_guard_never_goes_lean() -> None:
