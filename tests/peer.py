@@ -55,51 +55,56 @@ class LoopingPcmTrack(MediaStreamTrack):
         return frame
 
 
-class PatternVideoTrack(MediaStreamTrack):
-    """A moving test pattern, like a camera."""
+class PacedVideoTrack(MediaStreamTrack):
+    """A camera's clock: ``fps`` frames a second, in real time."""
 
     kind = "video"
 
-    def __init__(self, width: int = 640, height: int = 480, fps: int = 10) -> None:
+    def __init__(self, fps: int) -> None:
         super().__init__()
         self.fps = fps
         self.index = 0
         self.start: float | None = None
-        y, x = np.mgrid[0:height, 0:width]
-        self.base = np.stack([x % 256, y % 256, (x // 32 + y // 32) % 2 * 255], axis=-1).astype(
-            np.uint8
-        )
 
-    async def recv(self) -> av.VideoFrame:
+    async def next_index(self) -> int:
+        """Wait until the next frame is due; its index."""
         if self.readyState != "live":
             raise MediaStreamError
         if self.start is None:
             self.start = time.monotonic()
         due = self.start + self.index / self.fps
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        frame = av.VideoFrame.from_ndarray(
-            np.roll(self.base, self.index * 4, axis=1), format="rgb24"
-        )
-        frame.pts = self.index * (90_000 // self.fps)
-        frame.time_base = fractions.Fraction(1, 90_000)
         self.index += 1
+        return self.index - 1
+
+
+class PatternVideoTrack(PacedVideoTrack):
+    """A moving test pattern, like a camera."""
+
+    def __init__(self, width: int = 640, height: int = 480, fps: int = 10) -> None:
+        super().__init__(fps)
+        y, x = np.mgrid[0:height, 0:width]
+        self.base = np.stack([x % 256, y % 256, (x // 32 + y // 32) % 2 * 255], axis=-1).astype(
+            np.uint8
+        )
+
+    async def recv(self) -> av.VideoFrame:
+        index = await self.next_index()
+        frame = av.VideoFrame.from_ndarray(np.roll(self.base, index * 4, axis=1), format="rgb24")
+        frame.pts = index * (90_000 // self.fps)
+        frame.time_base = fractions.Fraction(1, 90_000)
         return frame
 
 
-class PeriodicKeyVp8Track(MediaStreamTrack):
+class PeriodicKeyVp8Track(PacedVideoTrack):
     """Pre-encoded VP8 (libvpx through PyAV) with a key frame every ``key_every`` frames,
     sent as encoded packets (aiortc only packetizes them), like peer-bench's client or a
     hardware camera: it cannot answer PLIs."""
 
-    kind = "video"
-
     def __init__(
         self, width: int = 320, height: int = 240, fps: int = 30, key_every: int = 30
     ) -> None:
-        super().__init__()
-        self.fps = fps
-        self.index = 0
-        self.start: float | None = None
+        super().__init__(fps)
         encoder = av.CodecContext.create("libvpx", "w")
         encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
         encoder.time_base = fractions.Fraction(1, fps)
@@ -118,16 +123,10 @@ class PeriodicKeyVp8Track(MediaStreamTrack):
         self.packets = self.packets[: 2 * key_every]
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.start is None:
-            self.start = time.monotonic()
-        due = self.start + self.index / self.fps
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        packet = av.Packet(self.packets[self.index % len(self.packets)])
-        packet.pts = self.index * (90_000 // self.fps)
+        index = await self.next_index()
+        packet = av.Packet(self.packets[index % len(self.packets)])
+        packet.pts = index * (90_000 // self.fps)
         packet.time_base = fractions.Fraction(1, 90_000)
-        self.index += 1
         return packet
 
 
