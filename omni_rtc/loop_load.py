@@ -130,7 +130,8 @@ class LoopLoad:
         return len(self._lags) >= self._window // 2
 
     def describe(self) -> str:
-        starting = f", {len(self._taken)} calls just started" if self._taken else ""
+        young = self._young()
+        starting = f", {young} calls just started" if young else ""
         lean = " (cameras at key frames only)" if self.lean else ""
         return (
             f"its event loop is {self.busy:.0%} busy{lean}{starting} "
@@ -145,16 +146,20 @@ class LoopLoad:
             return True
         if self.overloaded:
             return False
-        now = self.clock()
-        for call_id, at in list(self._taken.items()):
-            if now - at > RAMP_S:
-                del self._taken[call_id]
-        young = min(len(self._taken), settled)
+        young = min(self._young(), settled)
         shown = settled - young  # the calls whose cost is in the busy share
         if shown < MIN_CALLS_TO_PROJECT:
             return self.busy <= self.max_busy
         per_call = self.busy / shown
         return self.busy + per_call * (young + starting + 1) <= self.max_busy
+
+    def _young(self) -> int:
+        """Calls taken in the last :data:`RAMP_S` (older ones are forgotten here)."""
+        now = self.clock()
+        for call_id, at in list(self._taken.items()):
+            if now - at > RAMP_S:
+                del self._taken[call_id]
+        return len(self._taken)
 
     def taken(self, call_id: str) -> None:
         """A call just started (it shows in :attr:`busy` only after a while)."""

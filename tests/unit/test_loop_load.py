@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omni_rtc.loop_load import LoopLoad
+from omni_rtc.loop_load import MAX_LAG_S, LoopLoad
 from tests.helpers import busy_loop, wait_for
 
 MS = 0.001
@@ -118,7 +118,8 @@ async def test_the_probe_sees_a_busy_loop_and_its_recovery() -> None:
     try:
         with busy_loop():
             await wait_for(lambda: load.overloaded, 5)
-            assert load.busy > 0.6
+            # busy, or late when other processes take the core from this busy loop
+            assert load.busy > 0.6 or load.lag_s > MAX_LAG_S
         await wait_for(lambda: not load.overloaded, 5)
     finally:
         load.stop()
@@ -138,6 +139,7 @@ def test_calls_just_taken_count_before_they_show_in_the_busy_share() -> None:
     assert load.has_room(settled=15, starting=0)
     assert not load.has_room(settled=15, starting=1)  # one more being set up
     now[0] += 3.5  # (the young call now shows in the busy share, were it measured)
+    assert "just started" not in load.describe()  # (not only once has_room forgot it)
     assert load.has_room(settled=15, starting=0)
 
 
