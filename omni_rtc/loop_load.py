@@ -57,6 +57,9 @@ average lags a rising load)."""
 LEAN_REPEAT_WINDOWS = 15.0
 """Lean again this soon (30 s) after it ended: what full work costs was underestimated
 (a saturated loop reads 100%, whatever the demand), so keep the larger estimate."""
+QUIET_S = 300.0
+"""A process at its capacity goes in and out of overload every minute or so: say so once
+per 5 minutes (with how often since), the rest at debug level."""
 MIN_CALLS_TO_PROJECT = 3
 """Below this many settled calls the loop's own work (idle timers, an in-process
 emulator, an embedding application) would pass for the cost of a call."""
@@ -102,6 +105,9 @@ class LoopLoad:
         self._busy_before_lean = 0.0
         self._lean_growth: float | None = None
         self._previous_growth = 0.0
+        self._quiet_until = -math.inf
+        self._loud = False
+        self._unsaid_trips = 0
         self._taken: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -186,10 +192,26 @@ class LoopLoad:
         elif lag < CLEAR_LAG_S:
             self._too_late = False
         if self.overloaded and not was:
-            log.warning("%s: refusing new calls until it has time again", self.describe())
+            self._say_refusing(wall)
         elif was and not self.overloaded:
-            log.info("%s: taking calls again", self.describe())
+            level = logging.INFO if self._loud else logging.DEBUG
+            log.log(level, "%s: taking calls again", self.describe())
         self._judge_lean(wall, busy, lag)
+
+    def _say_refusing(self, now: float) -> None:
+        self._loud = now >= self._quiet_until
+        if not self._loud:
+            self._unsaid_trips += 1
+            log.debug("%s: refusing new calls until it has time again", self.describe())
+            return
+        since = (
+            f" (and {self._unsaid_trips} more times since the last warning)"
+            if self._unsaid_trips
+            else ""
+        )
+        log.warning("%s: refusing new calls until it has time again%s", self.describe(), since)
+        self._quiet_until = now + QUIET_S
+        self._unsaid_trips = 0
 
     def _judge_lean(self, now: float, busy: float, lag: float) -> None:
         """Lean when nearly full or late; back to full camera work once the loop has room

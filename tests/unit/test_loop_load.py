@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from omni_rtc.loop_load import MAX_LAG_S, LoopLoad
@@ -272,3 +274,19 @@ def test_a_disabled_guard_never_goes_lean() -> None:
     load = LoopLoad(0.0, tick_s=TICK, window_s=2.0)
     Ticks(load).run(100, busy=1.0, lag_s=50 * MS)
     assert not load.lean
+
+
+def test_a_process_at_capacity_says_so_once_per_five_minutes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    load = LoopLoad(0.6, tick_s=TICK, window_s=2.0)  # (under the 90% where it goes lean)
+    ticks = Ticks(load)
+    caplog.set_level(logging.INFO, logger="omni_rtc.load")
+    for _ in range(10):  # in and out of overload for a minute
+        ticks.run(60, busy=0.8)
+        ticks.run(60, busy=0.4)
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]
+    ticks.run(6000, busy=0.4)  # five minutes later
+    ticks.run(60, busy=0.8)
+    assert "(and 9 more times since the last warning)" in caplog.records[-1].getMessage()
