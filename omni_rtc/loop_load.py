@@ -119,9 +119,15 @@ class LoopLoad:
     @property
     def busy(self) -> float:
         """The loop thread's CPU time over the window, as a share of the wall time."""
-        if len(self._clocks) < 2:
+        return self._busy_over(len(self._clocks) - 1)
+
+    def _busy_over(self, ticks: int) -> float:
+        """The busy share over the last ``ticks`` ticks (at most the window)."""
+        clocks = self._clocks
+        ticks = min(ticks, len(clocks) - 1)
+        if ticks < 1:
             return 0.0
-        (wall0, cpu0), (wall1, cpu1) = self._clocks[0], self._clocks[-1]
+        (wall0, cpu0), (wall1, cpu1) = clocks[-1 - ticks], clocks[-1]
         return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
 
     @property
@@ -191,12 +197,12 @@ class LoopLoad:
             self._too_late = True
         elif lag < CLEAR_LAG_S:
             self._too_late = False
+        self._judge_lean(wall, busy, lag)
         if self.overloaded and not was:
             self._say_refusing(wall)
-        elif was and not self.overloaded:
+        elif was and not self.overloaded:  # (lean may have been the last reason)
             level = logging.INFO if self._loud else logging.DEBUG
             log.log(level, "%s: taking calls again", self.describe())
-        self._judge_lean(wall, busy, lag)
 
     def _say_refusing(self, now: float) -> None:
         self._loud = now >= self._quiet_until
@@ -221,7 +227,7 @@ class LoopLoad:
             if busy >= self.lean_busy or lag > MAX_LAG_S:
                 self.lean = True
                 self._lean_since = now
-                self._busy_before_lean = max(busy, self._recent_busy())
+                self._busy_before_lean = max(busy, self._busy_over(LEAN_BEFORE_TICKS))
                 self._lean_growth = None
                 if now - self._lean_ended > self.lean_repeat_s:
                     self._previous_growth = 0.0
@@ -246,13 +252,6 @@ class LoopLoad:
             self._lean_ended = now
             self._previous_growth = self._lean_growth
             log.info("%s: cameras decoded in full again", self.describe())
-
-    def _recent_busy(self) -> float:
-        clocks = self._clocks
-        if len(clocks) <= LEAN_BEFORE_TICKS:
-            return self.busy
-        (wall0, cpu0), (wall1, cpu1) = clocks[-1 - LEAN_BEFORE_TICKS], clocks[-1]
-        return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
 
     def start(self) -> None:
         """Start the probe on the running loop (idempotent; nothing when disabled).

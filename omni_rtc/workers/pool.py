@@ -48,7 +48,8 @@ class Worker:
     max_calls: int = 0
     accepting: bool = True
     overloaded: bool = False
-    """Its event loop runs late: no new calls until it catches up."""
+    """Its event loop has no time for another call (busy, late or lean): none until
+    its next health poll says otherwise."""
     pending: int = 0
     """Calls handed over since the last health poll."""
     restarts: int = 0
