@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from omni_rtc.loop_load import MAX_LAG_S, LoopLoad
+from omni_rtc.loop_load import MAX_LAG_S, TICK_S, LoopLoad
 from tests.helpers import busy_loop, wait_for
 
 MS = 0.001
@@ -20,11 +20,15 @@ class Ticks:
         self.load, self.wall, self.cpu = load, 0.0, 0.0
 
     def run(self, count: int, busy: float, lag_s: float = 0.5 * MS) -> LoopLoad:
+        tick = self.load.tick_s
         for _ in range(count):
-            self.wall += TICK + lag_s
-            self.cpu += (TICK + lag_s) * busy
+            self.wall += tick + lag_s
+            self.cpu += (tick + lag_s) * busy
             self.load.record(self.wall, self.cpu, lag_s)
         return self.load
+
+    def seconds(self, seconds: float, busy: float, lag_s: float = 0.5 * MS) -> LoopLoad:
+        return self.run(round(seconds / self.load.tick_s), busy, lag_s)
 
 
 def window() -> tuple[LoopLoad, Ticks]:
@@ -191,58 +195,80 @@ def test_a_disabled_guard_keeps_no_record_of_calls() -> None:
     assert "started" not in load.describe()
 
 
-def default_limit() -> tuple[LoopLoad, Ticks]:
-    load = LoopLoad(0.75, tick_s=TICK, window_s=2.0)  # --max-loop-busy 75: lean at 90%
+def default_limit(tick: float = TICK) -> tuple[LoopLoad, Ticks]:
+    load = LoopLoad(0.75, tick_s=tick, window_s=2.0)  # --max-loop-busy 75: lean at 90%
     return load, Ticks(load)
 
 
-def test_a_nearly_full_loop_goes_lean_until_there_is_room_for_what_it_shed() -> None:
-    load, ticks = default_limit()
-    ticks.run(40, busy=0.8)
+TICKS = pytest.mark.parametrize("tick", [TICK, TICK_S], ids=["50ms-ticks", "default-ticks"])
+"""Lean is judged in seconds, whatever the probe's tick."""
+
+
+@TICKS
+def test_a_nearly_full_loop_goes_lean_until_there_is_room_for_what_it_shed(tick: float) -> None:
+    load, ticks = default_limit(tick)
+    ticks.seconds(2, busy=0.8)
     assert load.overloaded
     assert not load.lean  # refusing calls is enough at 80%
-    ticks.run(40, busy=0.95)  # a camera sends more: the calls it holds fill the loop
+    ticks.seconds(2, busy=0.95)  # a camera sends more: the calls it holds fill the loop
     assert load.lean
-    ticks.run(300, busy=0.6)  # 15 s lean: full work costs 0.95 / 0.6 of lean, > 75%
+    ticks.seconds(15, busy=0.6)  # lean: full work costs 0.95 / 0.6 of lean, > 75%
     assert load.lean
     assert not load.has_room(settled=10, starting=0)  # 60% is the calls' lean cost
-    ticks.run(100, busy=0.45)  # calls ended: 45% x 0.95 / 0.6 = 71% fits
+    ticks.seconds(5, busy=0.45)  # calls ended: 45% x 0.95 / 0.6 = 71% fits
     assert not load.lean
     assert load.has_room(settled=10, starting=0)
 
 
-def test_lean_lasts_at_least_its_hold_time() -> None:
-    load, ticks = default_limit()
-    ticks.run(40, busy=0.95)
+@TICKS
+def test_the_cost_before_lean_is_that_of_its_last_half_second(tick: float) -> None:
+    load, ticks = default_limit(tick)
+    ticks.seconds(4, busy=0.85)
+    ticks.seconds(0.7, busy=1.0)  # lean as the window reaches 90%; the last 0.5 s: 100%
     assert load.lean
-    ticks.run(100, busy=0.1)  # 5 s: room for anything, but not on and off every window
+    ticks.seconds(15, busy=0.55)  # so full work costs 1.0 / 0.55 = 1.82x the lean work
     assert load.lean
-    ticks.run(120, busy=0.1)
+    ticks.seconds(5, busy=0.42)  # 0.42 x 1.82 = 76%: no room (judged from the last
+    assert load.lean  # second, 95.5%: 73%, or the window, 90%: 69%)
+    ticks.seconds(5, busy=0.4)  # 0.4 x 1.82 = 73% fits
     assert not load.lean
 
 
-def test_a_late_loop_goes_lean_until_it_is_on_time() -> None:
-    load, ticks = default_limit()  # (another process takes the core)
-    ticks.run(40, busy=0.3, lag_s=25 * MS)
+@TICKS
+def test_lean_lasts_at_least_its_hold_time(tick: float) -> None:
+    load, ticks = default_limit(tick)
+    ticks.seconds(2, busy=0.95)
     assert load.lean
-    ticks.run(300, busy=0.3, lag_s=6 * MS)  # better, but still late
+    ticks.seconds(5, busy=0.1)  # room for anything, but not on and off every window
     assert load.lean
-    ticks.run(60, busy=0.3)
+    ticks.seconds(6, busy=0.1)
     assert not load.lean
 
 
-def test_lean_again_soon_after_keeps_the_larger_cost_of_full_work() -> None:
-    load, ticks = default_limit()
-    ticks.run(40, busy=0.95)
-    ticks.run(300, busy=0.5)  # full work seemed to cost 0.95 / 0.5 (capped at 2x)...
-    ticks.run(100, busy=0.35)
+@TICKS
+def test_a_late_loop_goes_lean_until_it_is_on_time(tick: float) -> None:
+    load, ticks = default_limit(tick)  # (another process takes the core)
+    ticks.seconds(2, busy=0.3, lag_s=25 * MS)
+    assert load.lean
+    ticks.seconds(15, busy=0.3, lag_s=6 * MS)  # better, but still late
+    assert load.lean
+    ticks.seconds(3, busy=0.3)
     assert not load.lean
-    ticks.run(40, busy=1.0)  # lean again at once: a saturated loop reads 100% whatever
+
+
+@TICKS
+def test_lean_again_soon_after_keeps_the_larger_cost_of_full_work(tick: float) -> None:
+    load, ticks = default_limit(tick)
+    ticks.seconds(2, busy=0.95)
+    ticks.seconds(15, busy=0.5)  # full work seemed to cost 0.95 / 0.5 (capped at 2x)...
+    ticks.seconds(5, busy=0.35)
+    assert not load.lean
+    ticks.seconds(2, busy=1.0)  # lean again at once: a saturated loop reads 100% whatever
     assert load.lean  # the demand, so full work cost more than 0.35 x 1.9
-    ticks.run(300, busy=0.8)  # this time 1.0 / 0.8 seems to be all it costs...
-    ticks.run(300, busy=0.5)  # ...0.5 x 1.25 would fit, but 0.5 x 1.9 does not
+    ticks.seconds(15, busy=0.8)  # this time 1.0 / 0.8 seems to be all it costs...
+    ticks.seconds(15, busy=0.5)  # ...0.5 x 1.25 would fit, but 0.5 x 1.9 does not
     assert load.lean
-    ticks.run(100, busy=0.35)
+    ticks.seconds(5, busy=0.35)
     assert not load.lean
 
 
