@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import string
 import subprocess
 import time
 from collections import defaultdict
@@ -33,9 +34,13 @@ RUNNER = KIT / "peers" / "run_peer_bench.sh"
 OUT = KIT / "peers" / "out"
 
 
+def _fields(command: str) -> list[str]:
+    return [f"{{{field}}}" for _, field, _, _ in string.Formatter().parse(command) if field]
+
+
 def target(spec: str) -> tuple[str, str]:
     name, sep, command = spec.partition("=")
-    if not sep or not name.isidentifier() or "{port}" not in command:
+    if not sep or not name.isidentifier() or not {"{port}", "{upstream}"} <= set(_fields(command)):
         raise argparse.ArgumentTypeError("NAME=COMMAND with {port} and {upstream} in it")
     return name, command
 
@@ -61,6 +66,8 @@ def start(order: list[tuple[str, str]], ns: str, media: str) -> tuple[subprocess
 def cpu_per_call(directory: Path) -> dict[tuple[str, int], float]:
     """``(target, N) -> server CPU % per call`` from a finished run's results."""
     path = directory / "results.jsonl"
+    if not path.exists():
+        raise SystemExit(f"peer-bench left no results in {directory} (see its bench.log)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {
         (str(row["target"]), int(row["n"])): float(row["server_cpu_pct_per_call"])
