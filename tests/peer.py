@@ -78,15 +78,18 @@ class PacedVideoTrack(MediaStreamTrack):
         return self.index - 1
 
 
+def pattern_picture(width: int, height: int) -> np.ndarray:
+    """An RGB picture with gradients and a checkerboard (moved sideways per frame)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x % 256, y % 256, (x // 32 + y // 32) % 2 * 255], axis=-1).astype(np.uint8)
+
+
 class PatternVideoTrack(PacedVideoTrack):
     """A moving test pattern, like a camera."""
 
     def __init__(self, width: int = 640, height: int = 480, fps: int = 10) -> None:
         super().__init__(fps)
-        y, x = np.mgrid[0:height, 0:width]
-        self.base = np.stack([x % 256, y % 256, (x // 32 + y // 32) % 2 * 255], axis=-1).astype(
-            np.uint8
-        )
+        self.base = pattern_picture(width, height)
 
     async def recv(self) -> av.VideoFrame:
         index = await self.next_index()
@@ -111,11 +114,11 @@ class PeriodicKeyVp8Track(PacedVideoTrack):
         encoder.gop_size = key_every
         encoder.bit_rate = 300_000
         encoder.options = {"deadline": "realtime", "cpu-used": "8", "keyint_min": str(key_every)}
-        pattern = PatternVideoTrack(width, height, fps)
+        base = pattern_picture(width, height)
         self.packets: list[bytes] = []
         for index in range(2 * key_every):
             picture = av.VideoFrame.from_ndarray(
-                np.roll(pattern.base, index * 4, axis=1), format="rgb24"
+                np.roll(base, index * 4, axis=1), format="rgb24"
             ).reformat(format="yuv420p")
             picture.pts = index
             self.packets += [bytes(p) for p in encoder.encode(picture)]
