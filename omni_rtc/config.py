@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .media.audio_in import DEFAULT_CHUNK_MS
 from .media.jpeg import JpegLimits
 from .option_parsing import add_serve_arguments, check_env_defaults
 from .option_values import (
@@ -127,7 +128,7 @@ class Settings:
     public_url: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     allow_unsigned_media_streams: bool = False
-    chunk_ms: int = 20
+    chunk_ms: int = DEFAULT_CHUNK_MS
     idle_audio: str = "silence"
     jpeg_limits: JpegLimits = field(default_factory=JpegLimits)
     connect_timeout: float = 10.0

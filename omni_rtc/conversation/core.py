@@ -22,6 +22,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
+from ..media.audio_in import DEFAULT_CHUNK_MS
 from ..media.frame_sampler import FrameSampler, ImageRefused
 from ..media.jpeg import HARD_MAX_BYTES, JpegLimits
 from ..metrics import Metrics
@@ -86,7 +87,7 @@ class Conversation:
         executor: Executor | None = None,
         call_id: str | None = None,
         transport: str = "pipe",
-        chunk_ms: int = 20,
+        chunk_ms: int = DEFAULT_CHUNK_MS,
         video_fps: float = 2.0,
         jpeg_limits: JpegLimits | None = None,
         limits: CallLimits | None = None,
