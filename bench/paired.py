@@ -7,7 +7,8 @@ Run (from the project root, after ``../shared/peer-bench/setup.sh``)::
 each COMMAND as peer-bench's ``--target`` takes it (``{port}``, ``{upstream}``, an absolute
 path), e.g. ``$PWD/.venv/bin/omni-rtc serve --host 127.0.0.1 --port {port} --upstream-url
 {upstream} --api-key bench --ice-host-address 127.0.0.1`` with and without a flag, or
-the same for an older checkout (``PYTHONPATH=/path/to/it``).
+the same for an older checkout (``PYTHONPATH=/path/to/it``), or one of peer-bench's own
+servers by name alone (``--a aiortc-echo``).
 
 On this shared 2-vCPU machine one peer-bench run's CPU figure drifts by 10-15% with the
 host's load, more than most single changes save.  So this runs two peer-bench runs at
@@ -38,10 +39,18 @@ def _fields(command: str) -> list[str]:
     return [f"{{{field}}}" for _, field, _, _ in string.Formatter().parse(command) if field]
 
 
+BUILT_IN = ("aiortc-echo", "aiortc-relay", "pipecat")
+"""peer-bench's own servers: named alone, without a command."""
+
+
 def target(spec: str) -> tuple[str, str]:
+    if spec in BUILT_IN:
+        return spec, ""
     name, sep, command = spec.partition("=")
     if not sep or not name.isidentifier() or not {"{port}", "{upstream}"} <= set(_fields(command)):
-        raise argparse.ArgumentTypeError("NAME=COMMAND with {port} and {upstream} in it")
+        raise argparse.ArgumentTypeError(
+            f"NAME=COMMAND with {{port}} and {{upstream}} in it, or one of {', '.join(BUILT_IN)}"
+        )
     return name, command
 
 
@@ -51,7 +60,8 @@ def start(order: list[tuple[str, str]], ns: str, media: str) -> tuple[subprocess
     args = [str(RUNNER), "--targets", ",".join(n for n, _ in order), "--ns", ns]
     args += ["--media", media, "--skip-latency"]
     for name, command in order:
-        args += ["--target", f"{name}={command}"]
+        if command:
+            args += ["--target", f"{name}={command}"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
@@ -78,7 +88,9 @@ def cpu_per_call(directory: Path) -> dict[tuple[str, int], float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", type=target, required=True, help="NAME=COMMAND (the baseline)")
+    parser.add_argument(
+        "--a", type=target, required=True, help="NAME=COMMAND or aiortc-echo (the baseline)"
+    )
     parser.add_argument("--b", type=target, required=True, help="NAME=COMMAND")
     parser.add_argument("--ns", default="1,4", help="calls per run, e.g. 1,4")
     parser.add_argument("--media", default="av", choices=("av", "audio"))
