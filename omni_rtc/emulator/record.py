@@ -41,6 +41,8 @@ class SessionRecord:
     audio: bytearray = field(default_factory=bytearray)
     audio_seconds_total: float = 0.0
     first_audio_at: float | None = None
+    append_bytes: deque[int] = field(default_factory=lambda: deque(maxlen=RECORD_EVENTS))
+    """The size of each audio append (the bridge's chunk size), latest last."""
     images: deque[ImageRecord] = field(default_factory=lambda: deque(maxlen=RECORD_EVENTS))
     client_events: deque[str] = field(default_factory=lambda: deque(maxlen=RECORD_EVENTS))
     server_events: deque[dict[str, Any]] = field(
@@ -55,6 +57,7 @@ class SessionRecord:
     def add_audio(self, pcm: bytes, now: float) -> None:
         if self.first_audio_at is None:
             self.first_audio_at = now
+        self.append_bytes.append(len(pcm))
         self.audio_seconds_total += len(pcm) / 2 / INPUT_RATE
         self.audio += pcm
         limit = int(self.record_seconds * INPUT_RATE) * 2

@@ -58,6 +58,8 @@ async def test_hands_free_call_with_speech_and_camera(speech_wav) -> None:
     assert r >= 0.8, f"envelope correlation {r:.2f}"
     control = best_circular_correlation(reference[::-1], received)
     assert control < r - 0.2
+    # in 40 ms appends by default (16 kHz pcm16: 1280 bytes)
+    assert set(record.append_bytes) == {1280}, set(record.append_bytes)
     # JPEG frames at <= 2 fps, valid, none before audio
     images = record.images
     assert images, "no camera frames reached the model"
@@ -80,6 +82,27 @@ async def test_hands_free_call_with_speech_and_camera(speech_wav) -> None:
     assert final["text"].startswith("I heard ")
     assert "image" in final["text"]
     assert peer.of_type("call")[0]["mode"] == "server_vad"
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 100])
+async def test_caller_audio_reaches_the_model_in_chunks_of_the_configured_size(
+    speech_wav, chunk_ms: int
+) -> None:
+    async with run_bridge(["--chunk-ms", str(chunk_ms)]) as bridge:
+        peer = TestPeer(bridge.url, LoopingPcmTrack(load_pcm48(speech_wav)))
+        try:
+            await peer.call()
+            await peer.wait_connected()
+            deadline = time.monotonic() + 20
+            while not bridge.emulator.sessions or (
+                bridge.emulator.sessions[0].audio_seconds_total < 1.0
+            ):
+                assert time.monotonic() < deadline, "no second of caller audio upstream"
+                await asyncio.sleep(0.05)
+        finally:
+            await peer.close()
+        sizes = set(bridge.emulator.sessions[0].append_bytes)
+    assert sizes == {16_000 * chunk_ms // 1000 * 2}, sizes
 
 
 def silent_from(
