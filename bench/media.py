@@ -57,7 +57,7 @@ def pct(values: list[float], q: float) -> float:
 def uplink(chunk_ms: int) -> dict[str, float]:
     """Latency a click suffers through AudioIn: resampler delay + wait for the chunk to fill."""
     delays = []
-    for offset_ms in range(0, 20, 1):
+    for offset_ms in range(chunk_ms):  # every phase of the click within a chunk
         audio_in = AudioIn(UP_RATE, chunk_ms=chunk_ms)
         click_at = 0.2 + offset_ms / 1000  # seconds into the stream
         n = IN_RATE // 50

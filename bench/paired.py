@@ -39,7 +39,7 @@ def _fields(command: str) -> list[str]:
     return [f"{{{field}}}" for _, field, _, _ in string.Formatter().parse(command) if field]
 
 
-BUILT_IN = ("aiortc-echo", "aiortc-relay", "pipecat")
+BUILT_IN = ("aiortc-echo", "pipecat")
 """peer-bench's own servers: named alone, without a command."""
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .media.audio_in import DEFAULT_CHUNK_MS
+from .media import DEFAULT_CHUNK_MS
 from .media.jpeg import JpegLimits
 from .option_parsing import add_serve_arguments, check_env_defaults
 from .option_values import (

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .media.audio_in import DEFAULT_CHUNK_MS
+from .media import DEFAULT_CHUNK_MS
 from .option_values import (
     DEFAULT_RATE_LIMIT,
     TURN_DETECTION_MODES,

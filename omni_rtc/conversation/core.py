@@ -22,7 +22,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
-from ..media.audio_in import DEFAULT_CHUNK_MS
+from ..media import DEFAULT_CHUNK_MS
 from ..media.frame_sampler import FrameSampler, ImageRefused
 from ..media.jpeg import HARD_MAX_BYTES, JpegLimits
 from ..metrics import Metrics
