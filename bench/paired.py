@@ -35,8 +35,8 @@ RUNNER = KIT / "peers" / "run_peer_bench.sh"
 OUT = KIT / "peers" / "out"
 
 
-def _fields(command: str) -> list[str]:
-    return [f"{{{field}}}" for _, field, _, _ in string.Formatter().parse(command) if field]
+def _fields(command: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(command) if field}
 
 
 BUILT_IN = ("aiortc-echo", "pipecat")
@@ -47,7 +47,7 @@ def target(spec: str) -> tuple[str, str]:
     if spec in BUILT_IN:
         return spec, ""
     name, sep, command = spec.partition("=")
-    if not sep or not name.isidentifier() or not {"{port}", "{upstream}"} <= set(_fields(command)):
+    if not sep or not name.isidentifier() or not {"port", "upstream"} <= _fields(command):
         raise argparse.ArgumentTypeError(
             f"NAME=COMMAND with {{port}} and {{upstream}} in it, or one of {', '.join(BUILT_IN)}"
         )
