@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import av
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .opus import OPUS_RATES, OpusEncoder
@@ -20,6 +21,9 @@ and at this rate libopus codes in CELT only, which costs half the CPU of its 35 
 SILK+CELT hybrid (123 vs 221 µs a frame)."""
 OPUS_RTP_CLOCK = 48_000
 OPUS_RTP_TIME_BASE = fractions.Fraction(1, OPUS_RTP_CLOCK)
+QUIET_PEAK = 8
+"""20 ms of reply whose samples all lie within ±8 (below -72 dBFS, far under anything
+audible) is sent as silence: a pause in a reply costs no encoding once libopus settles."""
 RESYNC_AFTER_S = 0.1
 """If the loop falls this far behind schedule, restart the clock instead of bursting."""
 
@@ -74,7 +78,8 @@ class ReplyTrack(MediaStreamTrack):
         self._start: float | None = None
         self._frame_index = 0
         self._wakeup = asyncio.Event()
-        self._silence = bytes(self.frame_bytes)
+        self.silence = bytes(self.frame_bytes)
+        """One frame of digital silence."""
         self.stats = ReplyStats()
         self.reply_samples_played = 0
         """Reply samples sent since :meth:`new_reply` (what the user heard, for truncation)."""
@@ -177,9 +182,9 @@ class ReplyTrack(MediaStreamTrack):
             if take < self.frame_bytes:
                 if not self._reply_ending:
                     self.stats.underruns += 1
-                payload += self._silence[: self.frame_bytes - take]
+                payload += self.silence[: self.frame_bytes - take]
         else:
-            payload = self._silence
+            payload = self.silence
             if self._in_reply and not self._reply_ending:
                 self.stats.underruns += 1
             else:
@@ -217,14 +222,22 @@ class ReplyTrack(MediaStreamTrack):
         self._wakeup.set()
 
 
+def is_quiet(pcm: bytes) -> bool:
+    """Every pcm16 sample within ±:data:`QUIET_PEAK`."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return bool(samples.max() <= QUIET_PEAK and samples.min() >= -QUIET_PEAK)
+
+
 class OpusReplyTrack(MediaStreamTrack):
     """A :class:`ReplyTrack`'s paced audio as Opus packets, for an Opus RTP sender.
 
     aiortc encodes the frames a track returns in a worker thread, after resampling them
     to 48 kHz stereo and measuring their level; the packets a track returns it only
     packetizes.  Encoding 20 ms of mono voice here, on the event loop, costs less than
-    handing it to that thread.  Silence between replies is encoded until libopus
-    settles on one packet for it, which is then sent again as is, without encoding.
+    handing it to that thread.  Silence (between replies, and pauses within one quieter
+    than :data:`QUIET_PEAK`) is encoded as digital silence until libopus settles on one
+    packet for it, which is then sent again as is, without encoding: the encoder and the
+    listener's decoder both stay in that settled state, so the next word starts clean.
     """
 
     kind = "audio"
@@ -250,13 +263,14 @@ class OpusReplyTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         pcm, pts, idle = await self.reply.next_pcm()
-        if idle and self._silence is not None:
+        quiet = idle or is_quiet(pcm)
+        if quiet and self._silence is not None:
             data = self._silence
             self.silence_reused += 1
         else:
-            data = self.encoder.encode(pcm)
+            data = self.encoder.encode(self.reply.silence if quiet else pcm)
             self.packets_encoded += 1
-            if not idle:
+            if not quiet:
                 self._last_idle = self._silence = None
             elif data == self._last_idle:
                 self._silence = data  # libopus has settled: the same packet from now on

@@ -8,6 +8,7 @@ back to aiortc's own threads (same behaviour, more CPU).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fractions
 import itertools
 import threading
@@ -16,9 +17,10 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiortc import rtcrtpreceiver
+from aiortc import clock, rtcrtpreceiver
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpReceiveParameters,
@@ -261,3 +263,61 @@ async def test_remb_is_sent_at_most_five_times_a_second_unless_the_estimate_drop
     # the sender still hears the estimate fall as far as aiortc took it
     assert min(flood) < 0.95 * max(flood)
     assert min(paced) <= min(flood) / REMB_DROP_RATIO
+
+
+def bursty_video(seconds: int = 40, seed: int = 7) -> list[tuple[int, int, int]]:
+    """``(arrival ms, abs-send-time, bytes)`` as a receiver sees them (arrival times never
+    go back; send times may: jitter reorders packets) from a 30 fps camera: 1-5 packets a
+    frame, a queue building up (overuse), then draining (underuse), and a 1.5 s gap."""
+    rng = np.random.default_rng(seed)
+    packets = []
+    for frame in range(seconds * 30):
+        sent_s = frame / 30 + (1.5 if frame >= 900 else 0.0)
+        queue_ms = 3 * (frame - 300) if 300 < frame < 360 else 0
+        queue_ms = max(queue_ms, 180 - 6 * (frame - 360)) if 360 <= frame < 390 else queue_ms
+        for i in range(int(rng.integers(1, 6))):
+            arrival = sent_s * 1000 + 20 + queue_ms + rng.uniform(0, 4) + i * 0.4
+            abs_send_time = int((sent_s + i * 0.0002) * (1 << 18)) & 0xFFFFFF
+            packets.append((int(arrival), abs_send_time, int(rng.integers(100, 1200))))
+    return sorted(packets, key=lambda packet: packet[0])
+
+
+def test_the_lightened_bandwidth_estimator_gives_aiortcs_figures() -> None:
+    aiortc_own = RemoteBitrateEstimator()
+    light = fastpath.lighten(RemoteBitrateEstimator())
+    assert isinstance(light.incoming_bitrate, fastpath.WindowRate)
+    estimates = []
+    packets = bursty_video()
+    for arrival_ms, abs_send_time, size in packets:
+        expected = aiortc_own.add(arrival_ms, abs_send_time, size, 42)
+        assert light.add(arrival_ms, abs_send_time, size, 42) == expected
+        assert light.incoming_bitrate.rate(arrival_ms) == aiortc_own.incoming_bitrate.rate(
+            arrival_ms
+        )
+        if expected is not None:
+            estimates.append(expected[0])
+    assert len(estimates) > 100  # many estimates compared, through overuse and underuse
+    assert min(estimates) < 0.8 * max(estimates)
+    assert light.estimator.offset() == aiortc_own.estimator.offset()
+    # a wall clock stepped back: the figures may differ for a window, then agree again
+    last_ms = packets[-1][0]
+    for arrival_ms in [last_ms - 300, *range(last_ms - 290, last_ms + 2000, 10)]:
+        light.add(arrival_ms, 0, 500, 42)
+        aiortc_own.add(arrival_ms, 0, 500, 42)
+    assert light.incoming_bitrate.rate(last_ms + 2000) == aiortc_own.incoming_bitrate.rate(
+        last_ms + 2000
+    )
+
+
+def test_aiortcs_clock_reads_the_same_time_without_datetimes() -> None:
+    assert fastpath.install()
+    assert clock.current_ms is fastpath.current_ms
+    for _ in range(100):
+        before = clock.current_datetime()
+        ms, ntp = clock.current_ms(), clock.current_ntp_time()
+        after = clock.current_datetime()
+        low = (before - clock.NTP_EPOCH) // datetime.timedelta(milliseconds=1)
+        high = (after - clock.NTP_EPOCH) // datetime.timedelta(milliseconds=1)
+        assert low <= ms <= high
+        assert clock.datetime_to_ntp(before) <= ntp <= clock.datetime_to_ntp(after)
+        assert before <= clock.datetime_from_ntp(ntp) <= after

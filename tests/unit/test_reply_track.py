@@ -7,7 +7,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from omni_rtc.media.opus import OpusDecoder
-from omni_rtc.media.reply_track import OpusReplyTrack, ReplyTrack
+from omni_rtc.media.reply_track import QUIET_PEAK, OpusReplyTrack, ReplyTrack, is_quiet
 
 RATE = 24_000
 
@@ -225,6 +225,52 @@ async def test_opus_silence_between_replies_is_encoded_until_it_settles_then_reu
     reply = [bytes(await opus.recv()) for _ in range(10)]
     assert opus.packets_encoded == encoded + 10
     assert np.abs(np.frombuffer(b"".join(decoder.decode(p) for p in reply), "<i2")).max() > 4000
+
+
+def best_correlation(ref: np.ndarray, got: np.ndarray, max_lag: int = 200) -> float:
+    n = len(ref)
+    return max(np.corrcoef(ref, got[lag : lag + n])[0, 1] for lag in range(max_lag))
+
+
+async def test_a_quiet_pause_settles_into_reused_silence_and_the_next_word_is_clean() -> None:
+    opus, track, _ = make_opus_track()
+    word = tone(0.4)
+    rng = np.random.default_rng(1)
+    hiss = rng.integers(-QUIET_PEAK, QUIET_PEAK + 1, int(1.0 * RATE)).astype("<i2").tobytes()
+    track.new_reply()
+    track.push(word + hiss + word)
+    track.end_of_reply()
+    decoder = OpusDecoder(RATE)
+    packets = [bytes(await opus.recv()) for _ in range(95)]  # 1.8 s of reply, 0.1 s after
+    assert track.stats.reply_frames == 90
+    pause = packets[20:70]
+    encoded_in_pause = 50 - opus.silence_reused
+    assert encoded_in_pause < 10  # then the settled packet, sent again without encoding
+    assert len(set(pause[encoded_in_pause:])) == 1
+    out = np.frombuffer(b"".join(decoder.decode(p) for p in packets), "<i2").astype(float)
+    frame = RATE // 50
+    assert np.abs(out[30 * frame : 70 * frame]).max() <= QUIET_PEAK  # heard as silence
+    # the word after the pause starts as cleanly as the first one
+    ref = np.frombuffer(word, "<i2").astype(float)[: 5 * frame]
+    first = best_correlation(ref, out[: 10 * frame])
+    second = best_correlation(ref, out[70 * frame : 80 * frame])
+    assert first > 0.95
+    assert second > 0.95
+
+
+async def test_reply_audio_just_above_the_quiet_peak_is_encoded() -> None:
+    opus, track, _ = make_opus_track()
+    faint = np.zeros(int(0.4 * RATE), "<i2")
+    faint[:: RATE // 50] = QUIET_PEAK + 1  # one sample a frame above it
+    track.new_reply()
+    track.push(faint.tobytes())
+    track.end_of_reply()
+    for _ in range(20):
+        await opus.recv()
+    assert opus.packets_encoded == 20
+    assert opus.silence_reused == 0
+    assert not is_quiet(faint[: RATE // 50].tobytes())
+    assert is_quiet(np.full(RATE // 50, -QUIET_PEAK, "<i2").tobytes())
 
 
 async def test_opus_track_stops_with_its_reply_track_and_back() -> None:
