@@ -421,7 +421,6 @@ class WindowRate:
     def reset(self) -> None:
         self._packets: deque[tuple[int, int]] = deque()
         self._origin_ms: int | None = None
-        self._count = 0
         self._total = 0
 
     def add(self, value: int, now_ms: int) -> None:
@@ -430,7 +429,6 @@ class WindowRate:
         else:
             self._erase_old(now_ms)
         self._packets.append((now_ms, value))
-        self._count += 1
         self._total += value
 
     def rate(self, now_ms: int) -> int | None:
@@ -438,7 +436,7 @@ class WindowRate:
             return None
         self._erase_old(now_ms)
         active_window_ms = now_ms - self._origin_ms + 1
-        if self._count > 0 and active_window_ms > 1:
+        if self._packets and active_window_ms > 1:
             return round(self._scale * self._total / active_window_ms)
         return None
 
@@ -451,7 +449,6 @@ class WindowRate:
         packets = self._packets
         while packets and packets[0][0] < new_origin_ms:
             self._total -= packets.popleft()[1]
-            self._count -= 1
 
 
 class MinFramePeriod:
