@@ -114,6 +114,12 @@ def decode_wav_mono(data: bytes) -> tuple[np.ndarray, int]:
         return np.frombuffer(pcm, dtype="<i2"), stream.rate
 
 
+def best_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
+    """Waveform correlation at the best lag (codec delay)."""
+    n = min(len(a), len(b)) - max_lag
+    return max(float(np.corrcoef(a[:n], b[lag : lag + n])[0, 1]) for lag in range(max_lag))
+
+
 def assert_at_most_fps(arrivals: list[float], fps: float = 2.0) -> None:
     """Images arrived at no more than ``fps`` a second.
 

@@ -236,8 +236,8 @@ class OpusReplyTrack(MediaStreamTrack):
     packetizes.  Encoding 20 ms of mono voice here, on the event loop, costs less than
     handing it to that thread.  Silence (between replies, and pauses within one quieter
     than :data:`QUIET_PEAK`) is encoded as digital silence until libopus settles on one
-    packet for it, which is then sent again as is, without encoding: the encoder and the
-    listener's decoder both stay in that settled state, so the next word starts clean.
+    packet for it, which is then sent again as is, without encoding; the listener's
+    decoder stays where the encoder left it, so the next word starts clean.
     """
 
     kind = "audio"
@@ -251,7 +251,7 @@ class OpusReplyTrack(MediaStreamTrack):
         self._time_base = OPUS_RTP_TIME_BASE
         self._pts_scale = OPUS_RTP_CLOCK // reply.sample_rate
         self._silence: bytes | None = None
-        self._last_idle: bytes | None = None
+        self._last_quiet: bytes | None = None
         self.packets_encoded = 0
         self.silence_reused = 0
 
@@ -271,11 +271,11 @@ class OpusReplyTrack(MediaStreamTrack):
             data = self.encoder.encode(self.reply.silence if quiet else pcm)
             self.packets_encoded += 1
             if not quiet:
-                self._last_idle = self._silence = None
-            elif data == self._last_idle:
+                self._last_quiet = self._silence = None
+            elif data == self._last_quiet:
                 self._silence = data  # libopus has settled: the same packet from now on
             else:
-                self._last_idle = data
+                self._last_quiet = data
         packet = av.Packet(data)
         packet.pts = pts * self._pts_scale
         packet.time_base = self._time_base

@@ -30,6 +30,7 @@ senders through these paths and fails when aiortc changes.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import inspect
 import logging
 import queue
@@ -83,10 +84,15 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
         "_data",
     ),
     rtcrtpsender.RTCRtpSender._next_encoded_frame: ("pack", "Frame"),
-    RemoteBitrateEstimator.add: ("incoming_bitrate", "estimator", "rate", "add", "reset"),
-    OveruseEstimator.update: ("update_min_frame_period",),
-    OveruseEstimator.update_min_frame_period: ("ts_delta_hist", "pop", "append"),
 }
+_LIGHTEN_NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
+    RemoteBitrateEstimator.__init__: ("incoming_bitrate", "estimator"),
+    RemoteBitrateEstimator.add: ("incoming_bitrate", "rate", "add", "reset"),
+    RateCounter.__init__: ("_origin_ms", "_window_size", "_scale"),
+    OveruseEstimator.update: ("update_min_frame_period",),
+    OveruseEstimator.update_min_frame_period: ("ts_delta_hist",),
+}
+"""What :func:`lighten` relies on; if aiortc changed it, the estimator is left as is."""
 _WORKER_PARAMETERS = ["loop", "input_q", "output_q", "decode_error"]
 _REMB_ADD_PARAMETERS = ["self", "arrival_time_ms", "abs_send_time", "payload_size", "ssrc"]
 
@@ -136,14 +142,19 @@ def _aiortc_version() -> str:
     return str(getattr(aiortc, "__version__", "?"))
 
 
-def _layout_problems() -> list[str]:
+def _missing_names(needs: dict[Callable[..., Any], tuple[str, ...]]) -> list[str]:
     problems = []
-    for function, names in _NEEDS.items():
+    for function, names in needs.items():
         code = getattr(function, "__code__", None)
         have = set(code.co_names) if code is not None else set()
         missing = [name for name in names if name not in have]
         if missing:
             problems.append(f"{function.__qualname__} no longer uses {', '.join(missing)}")
+    return problems
+
+
+def _layout_problems() -> list[str]:
+    problems = _missing_names(_NEEDS)
     worker = getattr(rtcrtpreceiver, "decoder_worker", None)
     original = getattr(worker, "__wrapped__", worker)
     if not callable(original) or list(inspect.signature(original).parameters) != (
@@ -168,15 +179,27 @@ NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
 """From 1900-01-01 (NTP's epoch, aiortc's clock) to 1970-01-01 (the system clock's)."""
 
 
+def ms_since_1900(time_ns: int) -> int:
+    """aiortc's ``current_ms`` for a system-clock reading (whole microseconds, as a
+    datetime holds it, then whole milliseconds)."""
+    return (time_ns // 1000 + NTP_EPOCH_OFFSET_US) // 1000
+
+
+def ntp_timestamp(time_ns: int) -> int:
+    """aiortc's ``current_ntp_time`` for a system-clock reading: 32.32 fixed point,
+    the fraction from whole microseconds."""
+    seconds, micros = divmod(time_ns // 1000 + NTP_EPOCH_OFFSET_US, 1_000_000)
+    return (seconds << 32) | ((micros << 32) // 1_000_000)
+
+
 def current_ms() -> int:
-    """aiortc's ``clock.current_ms`` (wall-clock ms since 1900) without datetimes."""
-    return (time.time_ns() // 1000 + NTP_EPOCH_OFFSET_US) // 1000
+    """Stands in for ``aiortc.clock.current_ms`` (called for every packet received)."""
+    return ms_since_1900(time.time_ns())
 
 
 def current_ntp_time() -> int:
-    """aiortc's ``clock.current_ntp_time`` (64-bit NTP timestamp, microsecond steps)."""
-    seconds, micros = divmod(time.time_ns() // 1000 + NTP_EPOCH_OFFSET_US, 1_000_000)
-    return (seconds << 32) | ((micros << 32) // 1_000_000)
+    """Stands in for ``aiortc.clock.current_ntp_time`` (called for every packet sent)."""
+    return ntp_timestamp(time.time_ns())
 
 
 class _InlineFrames:
@@ -396,7 +419,10 @@ class ThrottledRemb:
 def lighten(estimator: RemoteBitrateEstimator) -> RemoteBitrateEstimator:
     """The same estimator with less Python per packet, and the same figures: its incoming
     bitrate no longer steps through every millisecond since the last packet, and its
-    minimum frame period is a ``min`` over the history, not a loop of ``min`` calls."""
+    minimum frame period is a ``min`` over the history, not a loop of ``min`` calls.
+    Left as it is if aiortc's estimator changed."""
+    if _missing_names(_LIGHTEN_NEEDS):
+        return estimator
     incoming = getattr(estimator, "incoming_bitrate", None)
     if isinstance(incoming, RateCounter) and incoming._origin_ms is None:
         estimator.incoming_bitrate = WindowRate(incoming._window_size, incoming._scale)  # type: ignore[assignment]
@@ -408,10 +434,10 @@ def lighten(estimator: RemoteBitrateEstimator) -> RemoteBitrateEstimator:
 
 class WindowRate:
     """aiortc's ``RateCounter`` (the amount received over the last ``window_ms``, as a
-    rate) with the packets kept in arrival order instead of a bucket per millisecond,
-    so a packet costs the same however long since the one before.  Same figures while
-    arrival times do not go back (a wall clock stepped back: the ring's answer then is
-    an artefact of its indexing; here the early packet simply ages out later)."""
+    rate) with the packets kept in time order instead of a bucket per millisecond, so a
+    packet costs the same however long since the one before.  The same figures, a wall
+    clock stepped back included, unless a packet is older than the window's start (the
+    ring then files it in a bucket of the future; here it leaves at the next step)."""
 
     def __init__(self, window_ms: int, scale: int = 8000) -> None:
         self._window_ms = window_ms
@@ -428,7 +454,11 @@ class WindowRate:
             self._origin_ms = now_ms
         else:
             self._erase_old(now_ms)
-        self._packets.append((now_ms, value))
+        packets = self._packets
+        if packets and now_ms < packets[-1][0]:
+            bisect.insort(packets, (now_ms, value))  # the wall clock stepped back
+        else:
+            packets.append((now_ms, value))
         self._total += value
 
     def rate(self, now_ms: int) -> int | None:
@@ -452,14 +482,12 @@ class WindowRate:
 
 
 class MinFramePeriod:
-    """``OveruseEstimator.update_min_frame_period``: the smallest of this timestamp
-    delta and the last ``MIN_FRAME_PERIOD_HISTORY_LENGTH - 1`` before it."""
+    """``OveruseEstimator.update_min_frame_period``: the smallest of the last
+    ``MIN_FRAME_PERIOD_HISTORY_LENGTH`` timestamp deltas, this one included."""
 
     def __init__(self) -> None:
-        self.history: deque[float] = deque(maxlen=MIN_FRAME_PERIOD_HISTORY_LENGTH - 1)
+        self.history: deque[float] = deque(maxlen=MIN_FRAME_PERIOD_HISTORY_LENGTH)
 
     def __call__(self, ts_delta: float) -> float:
-        history = self.history
-        smallest = min(min(history), ts_delta) if history else ts_delta
-        history.append(ts_delta)
-        return smallest
+        self.history.append(ts_delta)
+        return min(self.history)

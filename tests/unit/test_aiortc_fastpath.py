@@ -20,7 +20,7 @@ import pytest
 from aiortc import clock, rtcrtpreceiver
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rate import RateCounter, RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpReceiveParameters,
@@ -321,3 +321,54 @@ def test_aiortcs_clock_reads_the_same_time_without_datetimes() -> None:
         assert low <= ms <= high
         assert clock.datetime_to_ntp(before) <= ntp <= clock.datetime_to_ntp(after)
         assert before <= clock.datetime_from_ntp(ntp) <= after
+
+
+def test_window_rate_matches_aiortcs_rate_counter_step_by_step() -> None:
+    """Equal timestamps, gaps longer than the window, resets while packets are held,
+    queries between packets, and a wall clock stepped back by less than the window."""
+    rng = np.random.default_rng(3)
+    for window_ms in (1, 5, 1000):
+        ring, light = RateCounter(window_ms, 8000), fastpath.WindowRate(window_ms, 8000)
+        now_ms = latest_ms = 1_000_000
+        first_ms: int | None = None  # the first packet since the last reset
+        for _ in range(3000):
+            step = rng.choice(["same", "near", "gap", "back", "query", "reset"])
+            if step == "reset":
+                ring.reset()
+                light.reset()
+                first_ms = None
+                continue
+            if step == "near":
+                now_ms += int(rng.integers(1, 40))
+            elif step == "gap":
+                now_ms += window_ms + int(rng.integers(0, 3000))
+            elif step == "back":  # never before the window's start (aiortc's ring wraps)
+                start_ms = max(latest_ms - window_ms + 1, first_ms or 0)
+                now_ms = max(now_ms - int(rng.integers(0, window_ms)), start_ms)
+            latest_ms = max(latest_ms, now_ms)
+            if step != "query":
+                first_ms = now_ms if first_ms is None else first_ms
+                size = int(rng.integers(1, 1500))
+                ring.add(size, now_ms)
+                light.add(size, now_ms)
+            assert light.rate(now_ms) == ring.rate(now_ms)
+
+
+def test_clock_readings_convert_as_aiortcs_datetimes_do() -> None:
+    unix_epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    now_ns = 1_796_000_000 * 10**9
+    for offset_ns in (0, 999, 1000, 999_999, 1_000_000, 123_456_789, 999_999_000, 999_999_999):
+        time_ns = now_ns + offset_ns
+        as_datetime = unix_epoch + datetime.timedelta(microseconds=time_ns // 1000)  # floored
+        aiortc_ms = int((as_datetime - clock.NTP_EPOCH).total_seconds() * 1000)
+        assert fastpath.ms_since_1900(time_ns) == aiortc_ms
+        assert fastpath.ntp_timestamp(time_ns) == clock.datetime_to_ntp(as_datetime)
+
+
+def test_an_estimator_aiortc_changed_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = {RemoteBitrateEstimator.add: ("a_name_aiortc_no_longer_uses",)}
+    monkeypatch.setattr(fastpath, "_LIGHTEN_NEEDS", changed)
+    estimator = fastpath.lighten(RemoteBitrateEstimator())
+    assert type(estimator.incoming_bitrate) is RateCounter
+    assert "update_min_frame_period" not in vars(estimator.estimator)
+    assert fastpath.install()  # the other fast paths stay on

@@ -8,6 +8,7 @@ import pytest
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
 
 from omni_rtc.media.opus import OpusDecoder, OpusEncoder, OpusError, libopus
+from tests.helpers import best_correlation
 
 BACKENDS = [False, True]  # use_pyav
 
@@ -19,12 +20,6 @@ def tone(rate: int, seconds: float, freq: float = 440.0) -> bytes:
 
 def samples(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-
-
-def best_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
-    """Waveform correlation at the best lag (codec delay)."""
-    n = min(len(a), len(b)) - max_lag
-    return max(float(np.corrcoef(a[:n], b[lag : lag + n])[0, 1]) for lag in range(0, max_lag, 1))
 
 
 def test_libopus_is_found_for_ctypes() -> None:
