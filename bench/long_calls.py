@@ -1,21 +1,24 @@
 """Long A/V calls: does the server's memory stay flat over a 30-minute run?
 
-Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60]
-[--spacing S]`` (inside a network namespace, or where 127.0.0.1 is fine; ``--spacing``:
-seconds between call starts, so that the server's overload guard can refuse the calls it
-cannot hold). ``omni-rtc serve --workers 1`` runs pinned to CPU 0 against ``omni-rtc
-emulator --reply live`` (every caller chunk comes straight back as reply audio); this
-script, on CPU 1, holds N calls open, each sending a 640x480 30 fps VP8 camera (a key
-frame a second, like peer-bench's client) and Opus audio, both encoded once up front and
-replayed in a loop, and counts the reply packets it gets without decoding them, so the
-client costs little. Every ``--every`` seconds it prints the server's RSS, fds and
-threads, the calls still up, the reply frames the worst connected call received per
-second (50 = real time), the images the upstream got per call, and the CPU of the
-server, the emulator and this client (100 = one core). A benchmark, not a test: it
-prints figures; the last line compares the RSS at the end with the RSS at ``--warmup-
-minutes`` (the allocator grows for a while before it settles: 15 minutes for 8 calls
-here). This clip (synthetic, 800 kbit/s) costs the server more than peer-bench's: one
-core holds about 16 of these calls here, not 24.
+Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60] [--spacing S]
+[--clip WEBM] [--serve-arg=ARG ...]`` (inside a network namespace, or where 127.0.0.1 is
+fine; ``--spacing``: seconds between call starts, so that the server's overload guard can
+refuse the calls it cannot hold; ``--clip``: replay a WebM's VP8 and Opus instead, e.g.
+peer-bench's ``media/av.webm``; ``--serve-arg``: passed on to ``omni-rtc serve``, e.g.
+``--serve-arg=--max-loop-busy=0``). ``omni-rtc serve --workers 1`` runs pinned to CPU 0
+against ``omni-rtc emulator --reply live`` (every caller chunk comes straight back as
+reply audio); this script, on CPU 1, holds N calls open, each sending a 640x480 30 fps VP8
+camera (a key frame a second, like peer-bench's client) and Opus audio, both encoded once
+up front and replayed in a loop, and counts the reply packets it gets without decoding
+them, so the client costs little. Every ``--every`` seconds it prints the server's RSS,
+fds and threads, the calls still up, the reply frames the worst connected call received
+per second (50 = real time), the images the upstream got per call, the reply frames padded
+per call (the live reply is the caller's audio: caller audio that reached the upstream
+late shows here), and the CPU of the server, the emulator and this client (100 = one
+core). A benchmark, not a test: it prints figures; the last line compares the RSS at the
+end with the RSS at ``--warmup-minutes`` (the allocator grows for a while before it
+settles: 15 minutes for 8 calls here). This clip (synthetic, 800 kbit/s) costs the server
+more than peer-bench's: one core holds about 16 of these calls here, not 24.
 """
 
 from __future__ import annotations
@@ -75,6 +78,15 @@ def encode_clip(seconds: int = 10) -> tuple[list[bytes], list[bytes]]:
         chunk.sample_rate, chunk.pts = 48_000, i
         packets += [bytes(p) for p in audio.encode(chunk)]
     return frames, packets
+
+
+def read_clip(path: str) -> tuple[list[bytes], list[bytes]]:
+    """A WebM's VP8 frames and Opus packets, as they are stored (30 fps, 20 ms expected)."""
+    with av.open(path) as container:
+        video = [bytes(p) for p in container.demux(video=0) if p.size]
+    with av.open(path) as container:
+        audio = [bytes(p) for p in container.demux(audio=0) if p.size]
+    return video, audio
 
 
 class LoopedPackets(MediaStreamTrack):
@@ -172,8 +184,16 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
-async def main(calls: int, minutes: float, every: float, warmup: float, spacing: float) -> None:
-    video, audio = encode_clip()
+async def main(
+    calls: int,
+    minutes: float,
+    every: float,
+    warmup: float,
+    spacing: float,
+    clip: str | None,
+    serve_args: list[str],
+) -> None:
+    video, audio = read_clip(clip) if clip else encode_clip()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     up, port = free_port(), free_port()
     emulator = await asyncio.create_subprocess_exec(
@@ -184,7 +204,7 @@ async def main(calls: int, minutes: float, every: float, warmup: float, spacing:
         "taskset", "-c", "0", sys.executable, "-m", "omni_rtc", "serve", "--workers", "1",
         "--port", str(port), "--upstream-url", f"ws://{HOST}:{up}/api-ws/v1/realtime",
         "--api-key", "bench", "--ice-host-address", HOST, "--max-calls", "64",
-        "--log-level", "WARNING", env=env,
+        "--log-level", "WARNING", *serve_args, env=env,
     )  # fmt: skip
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {1})
@@ -205,11 +225,12 @@ async def main(calls: int, minutes: float, every: float, warmup: float, spacing:
             )
             print(
                 "  min  RSS MB  fds  threads  calls  reply fps (worst)  images/s per call"
-                "  CPU % (server, emulator, client)"
+                "  padded/s per call  CPU % (server, emulator, client)"
             )
             samples: list[tuple[float, float]] = []  # (minute, RSS MB)
             frames0 = [c.frames for c in running]
             images0, t0 = await metric(http, url, "omni_rtc_images_sent_total"), time.monotonic()
+            padded0 = await metric(http, url, "omni_rtc_reply_underruns_total")
             pids = (server.pid, emulator.pid, os.getpid())
             cpu0 = [cpu_seconds(pid) for pid in pids]
             start = t0
@@ -228,13 +249,16 @@ async def main(calls: int, minutes: float, every: float, warmup: float, spacing:
                 images = await metric(http, url, "omni_rtc_images_sent_total")
                 active = await metric(http, url, "omni_rtc_calls_active")
                 per_call = (images - images0) / (now - t0) / max(1, active)
+                padded = await metric(http, url, "omni_rtc_reply_underruns_total")
+                padded_per_call = (padded - padded0) / (now - t0) / max(1, active)
                 samples.append(((now - start) / 60, rss))
                 print(
                     f"{(now - start) / 60:5.1f}  {rss:6.1f}  {fds:3d}  {threads:7d}  "
-                    f"{active:5.0f}  {fps:17.1f}  {per_call:17.2f}  {busy}",
+                    f"{active:5.0f}  {fps:17.1f}  {per_call:17.2f}  {padded_per_call:17.2f}  "
+                    f"{busy}",
                     flush=True,
                 )
-                frames0, images0, cpu0, t0 = frames, images, cpu, now
+                frames0, images0, padded0, cpu0, t0 = frames, images, padded, cpu, now
             settled = [sample for sample in samples if sample[0] >= warmup]
             if len(settled) >= 2:
                 (m0, rss0), (m1, rss1) = settled[0], settled[-1]
@@ -257,5 +281,22 @@ if __name__ == "__main__":
     parser.add_argument(
         "--spacing", type=float, default=0.0, help="seconds between call starts (default 0)"
     )
+    parser.add_argument("--clip", help="a WebM whose VP8 and Opus are replayed instead")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an argument for omni-rtc serve (repeat), e.g. --serve-arg=--max-loop-busy=0",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.minutes, args.every, args.warmup_minutes, args.spacing))
+    asyncio.run(
+        main(
+            args.calls,
+            args.minutes,
+            args.every,
+            args.warmup_minutes,
+            args.spacing,
+            args.clip,
+            args.serve_arg,
+        )
+    )
