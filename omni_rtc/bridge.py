@@ -116,7 +116,8 @@ class Bridge:
                         reply=self.settings.emulator_reply,  # type: ignore[arg-type]
                         keep_sessions=8,  # offline serving needs no history
                         record_seconds=5.0,
-                    )
+                    ),
+                    avoid_port=self.settings.port,  # the app's own port, bound later
                 )
                 await emulator.start()
                 self._emulator = emulator

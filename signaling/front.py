@@ -230,7 +230,7 @@ async def serve_front(settings: Settings, *, ready: asyncio.Event | None = None)
     upstream = settings.base_url()
     if upstream is None:  # offline: one emulator for every worker
         config = EmulatorConfig(reply=settings.emulator_reply, keep_sessions=8)  # type: ignore[arg-type]
-        emulator = Emulator(config)
+        emulator = Emulator(config, avoid_port=settings.port)  # our port, bound later
         await emulator.start()
         upstream = emulator.url
     pool = WorkerPool(settings, upstream_url=upstream, log_secrets=tuple(secrets_of(settings)))
@@ -248,9 +248,9 @@ async def serve_front(settings: Settings, *, ready: asyncio.Event | None = None)
         handler = FrontSipHandler(pool)
         sip = SipServer(sip_config, handler, media_factory=handler.media)
         await sip.start()
-    print(banner(settings, url, upstream), flush=True)
     signals = Signals()
-    signals.install()
+    signals.install()  # before the banner: whoever reads it may stop us at once
+    print(banner(settings, url, upstream), flush=True)
     if ready is not None:
         ready.set()
     try:

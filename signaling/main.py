@@ -175,9 +175,9 @@ async def serve_single(settings: Settings, *, ready: asyncio.Event | None = None
     sip_config = settings.sip_config()
     sip = await start_sip(bridge, sip_config) if sip_config is not None else None
     runner, url = await start_public_site(build_app(bridge), settings)
-    print(banner(settings, url, bridge.upstream_url), flush=True)
     signals = Signals()
-    signals.install()
+    signals.install()  # before the banner: whoever reads it may stop us at once
+    print(banner(settings, url, bridge.upstream_url), flush=True)
     if ready is not None:
         ready.set()
     await run_calls_until_signalled(bridge, runner, sip, signals)

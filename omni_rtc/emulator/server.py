@@ -9,6 +9,7 @@ interleaved transcript deltas, the full ``*.done`` sequence and token usage.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import deque
 from types import TracebackType
@@ -35,11 +36,19 @@ class Emulator:
     """The emulator server; ``async with Emulator(...) as emu`` for tests (port 0 = free)."""
 
     def __init__(
-        self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        avoid_port: int | None = None,
     ) -> None:
         self.config = config or EmulatorConfig()
         self.host = host
         self.port = port
+        self.avoid_port = avoid_port
+        """A port a free-port pick must not take (the HTTP port of the server that starts
+        this emulator and binds its own port afterwards)."""
         self.sessions: deque[SessionRecord] = deque(maxlen=self.config.keep_sessions)
         """The most recent sessions, oldest first (bounded by ``keep_sessions``)."""
         self.sessions_started = 0
@@ -52,18 +61,35 @@ class Emulator:
         return f"ws://{host}:{self.port}{PATHS[0]}"
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self.port,
-            process_request=self._check_request,
-            max_size=2 * 1024 * 1024,
-            ping_interval=20,
-            logger=logging.getLogger("omni_rtc.emulator.wire"),
-        )
+        held = self._hold(self.avoid_port) if self.port == 0 and self.avoid_port else None
+        try:
+            self._server = await serve(
+                self._handle,
+                self.host,
+                self.port,
+                process_request=self._check_request,
+                max_size=2 * 1024 * 1024,
+                ping_interval=20,
+                logger=logging.getLogger("omni_rtc.emulator.wire"),
+            )
+        finally:
+            if held is not None:
+                held.close()
         sockname = next(iter(self._server.sockets)).getsockname()
         self.port = int(sockname[1])
         log.info("emulator listening on %s", self.url)
+
+    def _hold(self, port: int) -> socket.socket | None:
+        """Bind ``port`` while the system picks ours, so that it cannot pick that one
+        (None if it is taken already: whoever wants it will say so)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        held = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            held.bind((self.host, port))
+        except OSError:
+            held.close()
+            return None
+        return held
 
     async def stop(self) -> None:
         if self._server is not None:

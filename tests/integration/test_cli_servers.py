@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -102,6 +103,32 @@ async def test_serve_with_no_key_runs_offline_on_the_emulator(speech_wav) -> Non
     finally:
         code = await stop(process)
     assert code == 0  # SIGTERM ends calls and exits cleanly
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_the_built_in_emulator_never_takes_the_servers_own_port(workers: str) -> None:
+    """In a namespace whose system picks free ports from two only, the one before ours
+    and ours (Linux's bind(0) tries an odd offset into the range first: ours), the
+    emulator must leave ours to the server."""
+    port = 45001
+    script = (
+        "ip link set lo up && "
+        f"echo '{port - 1} {port}' > /proc/sys/net/ipv4/ip_local_port_range && "
+        'exec "$@"'
+    )
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "-rn"]
+    process = await asyncio.create_subprocess_exec(
+        *unshare, "sh", "-c", script, "_", sys.executable, "-m", "omni_rtc", "serve",
+        "--port", str(port), "--workers", workers, "--ice-host-address", "127.0.0.1",
+        env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        banner = await read_until(process, "ICE servers", timeout=60)
+        assert f"open http://localhost:{port}/" in banner
+        assert f"ws://127.0.0.1:{port - 1}/" in banner  # the emulator took the other one
+    finally:
+        code = await stop(process)
+    assert code == 0
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
