@@ -82,11 +82,12 @@ def encode_clip(seconds: int = 10) -> tuple[list[bytes], list[bytes]]:
 
 def read_clip(path: str) -> tuple[list[bytes], list[bytes]]:
     """A WebM's VP8 frames and Opus packets, as they are stored (30 fps, 20 ms expected)."""
+    streams: dict[str, list[bytes]] = {"video": [], "audio": []}
     with av.open(path) as container:
-        video = [bytes(p) for p in container.demux(video=0) if p.size]
-    with av.open(path) as container:
-        audio = [bytes(p) for p in container.demux(audio=0) if p.size]
-    return video, audio
+        for packet in container.demux(video=0, audio=0):
+            if packet.size:
+                streams[packet.stream.type].append(bytes(packet))
+    return streams["video"], streams["audio"]
 
 
 class LoopedPackets(MediaStreamTrack):

@@ -40,10 +40,15 @@ def clean_env() -> dict[str, str]:
 
 
 async def start(
-    *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    *args: str,
+    env: dict[str, str] | None = None,
+    new_session: bool = False,
+    wrapper: tuple[str, ...] = (),
 ) -> asyncio.subprocess.Process:
-    """``omni-rtc ARGS``; ``new_session`` puts it (and its workers) in a process group."""
+    """``omni-rtc ARGS``; ``new_session`` puts it (and its workers) in a process group;
+    ``wrapper`` runs it through a command that ends in ``exec "$@"``."""
     return await asyncio.create_subprocess_exec(
+        *wrapper,
         sys.executable,
         "-m",
         "omni_rtc",
@@ -116,12 +121,17 @@ async def test_the_built_in_emulator_never_takes_the_servers_own_port(workers: s
         f"echo '{port - 1} {port}' > /proc/sys/net/ipv4/ip_local_port_range && "
         'exec "$@"'
     )
-    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "-rn"]
-    process = await asyncio.create_subprocess_exec(
-        *unshare, "sh", "-c", script, "_", sys.executable, "-m", "omni_rtc", "serve",
-        "--port", str(port), "--workers", workers, "--ice-host-address", "127.0.0.1",
-        env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    unshare = ("unshare", "--net") if os.geteuid() == 0 else ("unshare", "-rn")
+    process = await start(
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        workers,
+        "--ice-host-address",
+        "127.0.0.1",
+        wrapper=(*unshare, "sh", "-c", script, "_"),
+    )
     try:
         banner = await read_until(process, "ICE servers", timeout=60)
         assert f"open http://localhost:{port}/" in banner
