@@ -27,6 +27,7 @@ from ..media.audio_decode import CallerAudioDecoder
 from ..media.reply_track import OpusReplyTrack, ReplyTrack
 from ..media.video_gate import VideoDecoder
 from . import aiortc_fastpath as fastpath
+from .aiortc_inbound import InlineReceiver, receive_inline
 
 log = logging.getLogger("omni_rtc.call")
 
@@ -75,6 +76,7 @@ class WebRtcCall:
         self.video_decoders: list[VideoDecoder] = []
         self._reply_added = False
         self._reply_checked = False
+        self._inline: dict[Any, InlineReceiver | None] = {}
         self._last_heard = time.monotonic()
         conversation.add_listener(self._on_event)
 
@@ -208,12 +210,20 @@ class WebRtcCall:
         state = self.pc.connectionState
         log.info("call %s: peer connection %s", self.id, state)
         if state == "connected":
+            self._receive_inline()
             self._flush_outbox()
             self._check_reply_is_sent()
         elif state == "failed":
             self._close_soon("peer_failed", "ICE consent expired")
         elif state == "closed":
             self._close_soon("peer_closed")
+
+    def _receive_inline(self) -> None:
+        """Caller media straight from the socket to its receiver (aiortc_inbound)."""
+        for transceiver in self.pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if dtls is not None and dtls not in self._inline:
+                self._inline[dtls] = receive_inline(dtls)
 
     def _check_reply_is_sent(self) -> None:
         """A send-only caller (most WHIP clients) receives no audio: nothing would read

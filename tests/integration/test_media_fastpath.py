@@ -71,6 +71,11 @@ async def test_opus_peer_gets_packets_encoded_here_and_its_camera_sampled(speech
             stats = decoder.gate.stats
             assert stats.decoded > 0
             assert stats.decode_errors == 0
+            # the caller's packets went from the socket straight to aiortc's receivers
+            [inline] = call._inline.values()
+            assert inline is not None
+            assert inline.active
+            assert inline.handled > 100
         finally:
             await peer.close()
         record = bridge.emulator.sessions[0]

@@ -1,0 +1,209 @@
+"""A call's SRTP packets handled in its socket's callback, not through aioice's queue.
+
+aioice hands every datagram it receives to a queue that aiortc's DTLS transport reads
+in a task: for each RTP packet a STUN parse attempt (an exception for anything that is
+not STUN), a queue hand-off, a task wake-up and four coroutine frames resumed, before
+SRTP even starts.  Once DTLS is connected, :func:`receive_inline` lets the connection's
+sockets do what that task does with an SRTP or SRTCP packet (RFC 7983: first byte
+128-191): count it, unprotect it and route it to its receiver, right away.  Everything
+else (STUN, DTLS records, and any packet while older ones still wait in the queue) goes
+the usual way, so the order of the packets aiortc sees is unchanged.
+
+aiortc's handlers are coroutines that, on UDP, never wait (their sends complete at
+once); one that does wait is finished in a task.  A handler that fails is logged and
+the connection goes back to aiortc's own path: a bad packet never closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import pylibsrtp
+from aioice.ice import Connection, StunProtocol
+from aiortc import clock, rtcdtlstransport
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import is_rtcp
+
+from . import aiortc_fastpath
+
+log = logging.getLogger("omni_rtc.webrtc")
+
+_DTLS = "_RTCDtlsTransport__"
+_NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
+    RTCDtlsTransport._send_rtp: ("_state", "_tx_srtp"),
+    RTCDtlsTransport._recv_next: (
+        _DTLS + "rx_bytes",
+        _DTLS + "rx_packets",
+        "_rx_srtp",
+        "unprotect",
+        "unprotect_rtcp",
+        "_handle_rtp_data",
+        "_handle_rtcp_data",
+        "current_ms",
+        "is_rtcp",
+    ),
+    Connection.data_received: ("_queue", "put_nowait"),
+    StunProtocol.datagram_received: ("receiver", "data_received", "parse_message"),
+}
+"""What this module does in aiortc's and aioice's stead; if they changed, it stays off."""
+
+_layout: list[str] | None = None
+
+
+def layout_problems() -> list[str]:
+    """What changed in aiortc/aioice that this module relies on (checked once)."""
+    global _layout
+    if _layout is None:
+        _layout = aiortc_fastpath._missing_names(_NEEDS)
+        if not hasattr(rtcdtlstransport, "State"):
+            _layout.append("aiortc.rtcdtlstransport.State is gone")
+        if _layout:
+            log.warning(
+                "aiortc/aioice changed (%s): caller media goes through aioice's queue",
+                "; ".join(_layout),
+            )
+    return _layout
+
+
+def is_srtp(data: bytes) -> bool:
+    """RFC 7983's demultiplexing: SRTP and SRTCP start with a byte in 128..191."""
+    return 127 < data[0] < 192 if data else False
+
+
+class InlineReceiver:
+    """The SRTP branch of aiortc's ``RTCDtlsTransport._recv_next``, run per datagram."""
+
+    def __init__(self, dtls: RTCDtlsTransport, connection: Connection) -> None:
+        self.dtls: Any = dtls
+        self.connection = connection
+        self.handled = 0
+        """Packets handled here (the rest went through the queue)."""
+        self.active = True
+        self._queue: asyncio.Queue[Any] = connection._queue
+        self._connected = rtcdtlstransport.State.CONNECTED
+        self._protocols: list[tuple[StunProtocol, Any]] = []
+        self._waiting: set[asyncio.Task[None]] = set()
+
+    def attach(self, protocol: StunProtocol) -> None:
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+            if (
+                self.active
+                and self._queue.empty()
+                and isinstance(data, bytes)
+                and is_srtp(data)
+                and self.dtls._state is self._connected
+            ):
+                try:
+                    self.receive(data)
+                except Exception:  # never into asyncio's callback: it would close the socket
+                    self._failed()
+            else:
+                original(data, addr)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        self._protocols.append((protocol, datagram_received))
+
+    def detach(self) -> None:
+        """Back to aioice's and aiortc's own path."""
+        self.active = False
+        for protocol, ours in self._protocols:
+            if vars(protocol).get("datagram_received") is ours:
+                del protocol.datagram_received
+        self._protocols.clear()
+
+    def receive(self, data: bytes) -> None:
+        dtls = self.dtls
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        arrival_time_ms = clock.current_ms()
+        try:
+            if is_rtcp(data):
+                handling = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
+            else:
+                handling = dtls._handle_rtp_data(
+                    dtls._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms
+                )
+        except pylibsrtp.Error as exc:
+            log.debug("SRTP unprotect failed: %s", exc)  # as aiortc: dropped
+            return
+        self.handled += 1
+        self._run(handling)
+
+    def _run(self, handling: Coroutine[Any, Any, None]) -> None:
+        try:
+            pending = handling.send(None)
+        except StopIteration:
+            return
+        except ConnectionError:
+            return  # DTLS is closing; aiortc's own task sees to it
+        except Exception:
+            self._failed()
+            return
+        task = asyncio.ensure_future(self._finish(_Rest(handling, pending)))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+
+    async def _finish(self, rest: _Rest) -> None:
+        try:
+            await rest
+        except ConnectionError:
+            pass
+        except Exception:
+            self._failed()
+
+    def _failed(self) -> None:
+        log.exception("handling a received packet failed; back to aiortc's receive path")
+        self.detach()
+
+
+class _Rest:
+    """Awaits the rest of a coroutine that already ran up to its first wait."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], pending: Any) -> None:
+        self._coroutine = coroutine
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, waiting_for = self._coroutine, self._pending
+        while True:
+            try:
+                sent = yield waiting_for
+            except BaseException as exc:  # the task throws in what the wait raised
+                try:
+                    waiting_for = coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_for = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
+def receive_inline(dtls: RTCDtlsTransport) -> InlineReceiver | None:
+    """Handle ``dtls``'s SRTP packets in its sockets' callbacks from now on.
+
+    Call once DTLS is connected (the peer connection's state is "connected").  None,
+    and nothing changed, if it is not connected yet or aiortc/aioice changed.
+    """
+    if not aiortc_fastpath.install() or layout_problems():
+        return None
+    state: Any = dtls
+    connection = getattr(dtls.transport, "_connection", None)
+    if (
+        not isinstance(connection, Connection)
+        or not isinstance(getattr(connection, "_queue", None), asyncio.Queue)
+        or state._rx_srtp is None
+        or dtls.state != "connected"
+    ):
+        return None
+    receiver = InlineReceiver(dtls, connection)
+    for protocol in getattr(connection, "_protocols", []):
+        if isinstance(protocol, StunProtocol):
+            receiver.attach(protocol)
+    return receiver
