@@ -7,17 +7,20 @@ SRTP even starts.  Once DTLS is connected, :func:`receive_inline` lets the conne
 sockets do what that task does with an SRTP or SRTCP packet (RFC 7983: first byte
 128-191): count it, unprotect it and route it to its receiver, right away.  Everything
 else (STUN, DTLS records, and any packet while older ones still wait in the queue) goes
-the usual way, so the order of the packets aiortc sees is unchanged.
+the usual way, so aiortc sees the packets in the order they came.
 
 aiortc's handlers are coroutines that, on UDP, never wait (their sends complete at
-once); one that does wait is finished in a task.  A handler that fails is logged and
-the connection goes back to aiortc's own path: a bad packet never closes the socket.
+once).  One that does wait is finished in a task, and the SRTP packets that arrive
+meanwhile are handled after it, in order, as aiortc's task would.  A handler that fails
+is logged and the connection goes back to aiortc's own path (a bad packet never closes
+the socket); one that finds the connection gone ends the receive loop as aiortc's does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
@@ -33,7 +36,7 @@ log = logging.getLogger("omni_rtc.webrtc")
 
 _DTLS = "_RTCDtlsTransport__"
 _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
-    RTCDtlsTransport._send_rtp: ("_state", "_tx_srtp"),
+    RTCDtlsTransport._send_rtp: ("_state",),  # read here for every packet
     RTCDtlsTransport._recv_next: (
         _DTLS + "rx_bytes",
         _DTLS + "rx_packets",
@@ -58,8 +61,8 @@ def layout_problems() -> list[str]:
     global _layout
     if _layout is None:
         _layout = aiortc_fastpath._missing_names(_NEEDS)
-        if not hasattr(rtcdtlstransport, "State"):
-            _layout.append("aiortc.rtcdtlstransport.State is gone")
+        if not hasattr(getattr(rtcdtlstransport, "State", None), "CONNECTED"):
+            _layout.append("aiortc.rtcdtlstransport.State.CONNECTED is gone")
         if _layout:
             log.warning(
                 "aiortc/aioice changed (%s): caller media goes through aioice's queue",
@@ -81,15 +84,18 @@ class InlineReceiver:
         self.connection = connection
         self.handled = 0
         """Packets handled here (the rest went through the queue)."""
+        self.waited = 0
+        """Handlers that waited (finished in a task)."""
         self.active = True
         self._queue: asyncio.Queue[Any] = connection._queue
         self._connected = rtcdtlstransport.State.CONNECTED
-        self._protocols: list[tuple[StunProtocol, Any]] = []
-        self._waiting: set[asyncio.Task[None]] = set()
+        self._protocols: list[StunProtocol] = []
+        self._backlog: deque[bytes] | None = None
+        """SRTP packets that came while a handler waited (None: none waits)."""
+        self._finishing: asyncio.Task[None] | None = None
+        dtls.on("statechange", self._on_dtls_state)
 
     def attach(self, protocol: StunProtocol) -> None:
-        original = protocol.datagram_received
-
         def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
             if (
                 self.active
@@ -98,25 +104,55 @@ class InlineReceiver:
                 and is_srtp(data)
                 and self.dtls._state is self._connected
             ):
+                if self._backlog is not None:
+                    self._backlog.append(data)
+                    return
                 try:
                     self.receive(data)
                 except Exception:  # never into asyncio's callback: it would close the socket
                     self._failed()
             else:
-                original(data, addr)
+                StunProtocol.datagram_received(protocol, data, addr)
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign]
-        self._protocols.append((protocol, datagram_received))
+        self._protocols.append(protocol)
 
     def detach(self) -> None:
-        """Back to aioice's and aiortc's own path."""
+        """Back to aioice's and aiortc's own path (also when DTLS leaves "connected")."""
+        if not self.active:
+            return
         self.active = False
-        for protocol, ours in self._protocols:
-            if vars(protocol).get("datagram_received") is ours:
-                del protocol.datagram_received
+        for protocol in self._protocols:
+            vars(protocol).pop("datagram_received", None)
         self._protocols.clear()
+        self.dtls.remove_listener("statechange", self._on_dtls_state)
+        backlog, self._backlog = self._backlog, None
+        for data in backlog or ():
+            self.connection.data_received(data, 1)  # behind the one that waits: to aiortc
+
+    def _on_dtls_state(self) -> None:
+        if self.dtls._state is not self._connected:
+            self.detach()
 
     def receive(self, data: bytes) -> None:
+        handling = self._start(data)
+        if handling is None:
+            return
+        try:
+            pending = handling.send(None)
+        except StopIteration:
+            return
+        except ConnectionError:
+            self._disconnected()
+            return
+        except Exception:
+            self._failed()
+            return
+        self.waited += 1
+        self._backlog = deque()
+        self._finishing = asyncio.ensure_future(self._finish(_Rest(handling, pending)))
+
+    def _start(self, data: bytes) -> Coroutine[Any, Any, None] | None:
         dtls = self.dtls
         dtls._RTCDtlsTransport__rx_bytes += len(data)
         dtls._RTCDtlsTransport__rx_packets += 1
@@ -130,31 +166,32 @@ class InlineReceiver:
                 )
         except pylibsrtp.Error as exc:
             log.debug("SRTP unprotect failed: %s", exc)  # as aiortc: dropped
-            return
+            return None
         self.handled += 1
-        self._run(handling)
-
-    def _run(self, handling: Coroutine[Any, Any, None]) -> None:
-        try:
-            pending = handling.send(None)
-        except StopIteration:
-            return
-        except ConnectionError:
-            return  # DTLS is closing; aiortc's own task sees to it
-        except Exception:
-            self._failed()
-            return
-        task = asyncio.ensure_future(self._finish(_Rest(handling, pending)))
-        self._waiting.add(task)
-        task.add_done_callback(self._waiting.discard)
+        result: Coroutine[Any, Any, None] = handling
+        return result
 
     async def _finish(self, rest: _Rest) -> None:
+        """The handler that waited, then what came meanwhile, in order."""
         try:
             await rest
+            while self._backlog:
+                handling = self._start(self._backlog.popleft())
+                if handling is not None:
+                    await handling
         except ConnectionError:
-            pass
+            self._disconnected()
         except Exception:
             self._failed()
+        finally:
+            self._finishing = None
+            if self.active:
+                self._backlog = None
+
+    def _disconnected(self) -> None:
+        """A handler found the connection gone: end aiortc's receive loop as it would."""
+        self.detach()
+        self._queue.put_nowait(None)  # its recv() raises ConnectionError: receivers end
 
     def _failed(self) -> None:
         log.exception("handling a received packet failed; back to aiortc's receive path")
@@ -173,6 +210,9 @@ class _Rest:
         while True:
             try:
                 sent = yield waiting_for
+            except GeneratorExit:
+                coroutine.close()
+                raise
             except BaseException as exc:  # the task throws in what the wait raised
                 try:
                     waiting_for = coroutine.throw(exc)

@@ -223,7 +223,11 @@ class WebRtcCall:
         for transceiver in self.pc.getTransceivers():
             dtls = transceiver.receiver.transport
             if dtls is not None and dtls not in self._inline:
-                self._inline[dtls] = receive_inline(dtls)
+                try:  # tried once: None (aiortc's own path) if it cannot be used
+                    self._inline[dtls] = receive_inline(dtls)
+                except Exception:
+                    log.exception("call %s: caller media stays on aiortc's path", self.id)
+                    self._inline[dtls] = None
 
     def _check_reply_is_sent(self) -> None:
         """A send-only caller (most WHIP clients) receives no audio: nothing would read

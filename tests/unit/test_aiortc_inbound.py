@@ -93,9 +93,15 @@ async def pair() -> AsyncIterator[Pair]:
         await pair.close()
 
 
-async def inbound_rtp(pc: RTCPeerConnection) -> dict[str, int]:
-    stats = await pc.getStats()
-    return {s.kind: s.packetsReceived for s in stats.values() if s.type == "inbound-rtp"}
+async def counts(pc: RTCPeerConnection) -> dict[str, int]:
+    """RTP packets its receivers counted, by kind, and datagrams its DTLS transport got."""
+    out: dict[str, int] = {}
+    for s in (await pc.getStats()).values():
+        if s.type == "inbound-rtp":
+            out[s.kind] = out.get(s.kind, 0) + s.packetsReceived
+        elif s.type == "transport":
+            out["transport"] = out.get("transport", 0) + s.packetsReceived
+    return out
 
 
 def test_the_layout_is_what_this_module_expects() -> None:
@@ -112,25 +118,26 @@ def test_rfc7983_demultiplexing() -> None:
 async def test_caller_media_arrives_through_the_socket_callback(pair: Pair) -> None:
     inline = receive_inline(pair.dtls)
     assert inline is not None
-    before = await inbound_rtp(pair.callee)
+    before = await counts(pair.callee)
     await asyncio.sleep(3.0)
-    after = await inbound_rtp(pair.callee)
-    received = {kind: after[kind] - before.get(kind, 0) for kind in after}
-    # every RTP packet the receivers counted came this way (plus RTCP sender reports)
-    assert received["audio"] >= 120, received
-    assert received["video"] >= 40, received
-    assert inline.handled >= received["audio"] + received["video"]
-    assert inline.handled - (received["audio"] + received["video"]) < 20
+    after = await counts(pair.callee)
+    handled = inline.handled
+    got = {kind: after[kind] - before.get(kind, 0) for kind in after}
+    assert got["audio"] >= 100, got
+    assert got["video"] >= 25, got
+    # every datagram DTLS counted, and every RTP packet the receivers counted, came this
+    # way (plus the caller's RTCP: sender reports, receiver reports)
+    assert handled >= got["audio"] + got["video"]
+    assert handled - (got["audio"] + got["video"]) < 20
+    assert abs(got["transport"] - handled) <= 2
     # the audio decodes and matches what was sent; the video decodes
     reference = envelope(pair.source, RATE)
     heard = envelope(b"".join(pair.audio), RATE)
-    assert best_circular_correlation(reference, heard) > 0.85  # 0.895 through aiortc's path
-    assert pair.video_frames >= 40
+    assert best_circular_correlation(reference, heard) > 0.8  # 0.895 through aiortc's path
+    assert pair.video_frames >= 25
     # RTCP came through too: the callee knows the caller's sender reports
     stats = await pair.callee.getStats()
     assert any(s.type == "remote-outbound-rtp" for s in stats.values())
-    transport = next(s for s in stats.values() if s.type == "transport")
-    assert transport.packetsReceived >= inline.handled
 
 
 async def test_a_packet_behind_queued_ones_waits_its_turn(pair: Pair) -> None:
@@ -147,35 +154,46 @@ async def test_a_packet_behind_queued_ones_waits_its_turn(pair: Pair) -> None:
     await wait_for(lambda: inline.handled > handled + 10, 2)  # and then back to inline
 
 
-async def test_a_handler_that_waits_is_finished_in_a_task(
+async def test_a_handler_that_waits_is_finished_in_a_task_and_order_is_kept(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = pair.dtls._handle_rtp_data
-    waited = 0
+    order: list[tuple[int, int]] = []  # (ssrc, sequence number) as aiortc gets them
+    calls = 0
 
     async def slow(data: bytes, arrival_time_ms: int) -> None:
-        nonlocal waited
-        await asyncio.sleep(0.001)
-        waited += 1
+        nonlocal calls
+        calls += 1
+        if calls % 10 == 0:
+            await asyncio.sleep(0.05)  # e.g. a send that has to wait: others arrive meanwhile
+        order.append((int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")))
         await original(data, arrival_time_ms=arrival_time_ms)
 
     monkeypatch.setattr(pair.dtls, "_handle_rtp_data", slow)
     inline = receive_inline(pair.dtls)
     assert inline is not None
     frames = pair.video_frames
-    await wait_for(lambda: waited > 50 and pair.video_frames > frames + 10, 5)
+    await wait_for(lambda: len(order) > 150 and pair.video_frames > frames + 10, 8)
     assert inline.active
+    assert inline.waited > 0
+    assert inline.handled >= len(order)
+    last: dict[int, int] = {}
+    for ssrc, seq in order:
+        if ssrc in last:
+            assert (seq - last[ssrc]) % 65536 == 1, (ssrc, last[ssrc], seq)
+        last[ssrc] = seq
 
 
 class FailsOnce:
-    """An SRTP session whose first unprotect raises something aiortc never expects."""
+    """An SRTP session whose first unprotect from the inline path raises."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, inside: list[bool]) -> None:
         self.session = session
+        self.inside = inside
         self.failed = False
 
     def unprotect(self, data: bytes) -> bytes:
-        if not self.failed:
+        if self.inside[0] and not self.failed:
             self.failed = True
             raise RuntimeError("boom")
         return bytes(self.session.unprotect(data))
@@ -184,27 +202,44 @@ class FailsOnce:
         return bytes(self.session.unprotect_rtcp(data))
 
 
+def track_inside(inline: Any, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """[True] while ``inline.receive`` runs (so a fault hits the inline path only)."""
+    inside = [False]
+    receive = inline.receive
+
+    def receiving(data: bytes) -> None:
+        inside[0] = True
+        try:
+            receive(data)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(inline, "receive", receiving)
+    return inside
+
+
 @pytest.mark.parametrize("where", ["handler", "unprotect"])
 async def test_a_failure_goes_back_to_aiortcs_path(
     pair: Pair, where: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     dtls: Any = pair.dtls
+    inline = receive_inline(pair.dtls)
+    assert inline is not None
+    inside = track_inside(inline, monkeypatch)
     if where == "handler":
         original = dtls._handle_rtp_data
-        calls = 0
+        failed = False
 
         async def fails_once(data: bytes, arrival_time_ms: int) -> None:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
+            nonlocal failed
+            if inside[0] and not failed:
+                failed = True
                 raise RuntimeError("boom")
             await original(data, arrival_time_ms=arrival_time_ms)
 
         monkeypatch.setattr(dtls, "_handle_rtp_data", fails_once)
     else:
-        monkeypatch.setattr(dtls, "_rx_srtp", FailsOnce(dtls._rx_srtp))
-    inline = receive_inline(pair.dtls)
-    assert inline is not None
+        monkeypatch.setattr(dtls, "_rx_srtp", FailsOnce(dtls._rx_srtp, inside))
     with caplog.at_level(logging.ERROR, "omni_rtc.webrtc"):
         await wait_for(lambda: not inline.active, 2)
     assert "back to aiortc's receive path" in caplog.text
@@ -212,6 +247,34 @@ async def test_a_failure_goes_back_to_aiortcs_path(
     handled, frames = inline.handled, pair.video_frames
     await wait_for(lambda: pair.video_frames > frames + 10, 5)  # through aiortc's queue
     assert inline.handled == handled
+
+
+async def test_a_handler_that_finds_the_connection_gone_ends_the_receive_loop(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inline = receive_inline(pair.dtls)
+    assert inline is not None
+    inside = track_inside(inline, monkeypatch)
+    original = pair.dtls._handle_rtp_data
+
+    async def gone(data: bytes, arrival_time_ms: int) -> None:
+        if inside[0]:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        await original(data, arrival_time_ms=arrival_time_ms)
+
+    monkeypatch.setattr(pair.dtls, "_handle_rtp_data", gone)
+    await wait_for(lambda: pair.dtls.state == "closed", 3)  # as aiortc's own loop ends
+    assert not inline.active
+
+
+async def test_dtls_leaving_connected_puts_aiortcs_path_back(pair: Pair) -> None:
+    inline = receive_inline(pair.dtls)
+    assert inline is not None
+    protocols = list(inline.connection._protocols)
+    assert all("datagram_received" in vars(p) for p in protocols)
+    await pair.callee.close()
+    assert not inline.active
+    assert not any("datagram_received" in vars(p) for p in protocols)
 
 
 async def test_not_connected_yet_means_nothing_changes() -> None:
@@ -225,7 +288,7 @@ async def test_not_connected_yet_means_nothing_changes() -> None:
         await pc.close()
 
 
-async def test_the_rest_of_a_started_coroutine_is_awaited_with_its_results_and_errors() -> None:
+async def test_the_rest_of_a_started_coroutine_gets_results_and_exceptions_thrown_in() -> None:
     loop = asyncio.get_running_loop()
     ok: asyncio.Future[int] = loop.create_future()
     bad: asyncio.Future[int] = loop.create_future()
@@ -246,6 +309,27 @@ async def test_the_rest_of_a_started_coroutine_is_awaited_with_its_results_and_e
     loop.call_later(0.01, bad.set_exception, ValueError("late"))
     await task
     assert seen == [7, "late"]
+
+
+async def test_cancelling_the_task_cancels_the_rest_of_the_coroutine() -> None:
+    loop = asyncio.get_running_loop()
+    never: asyncio.Future[None] = loop.create_future()
+    seen: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await never
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    coroutine = handler()
+    task = asyncio.ensure_future(_wrap(_Rest(coroutine, coroutine.send(None))))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == ["cancelled"]
 
 
 async def _wrap(rest: _Rest) -> None:
