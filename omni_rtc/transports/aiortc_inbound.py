@@ -93,6 +93,7 @@ class InlineReceiver:
         self._backlog: deque[bytes] | None = None
         """SRTP packets that came while a handler waited (None: none waits)."""
         self._finishing: asyncio.Task[None] | None = None
+        """Held while a handler that waited finishes (the loop keeps tasks only weakly)."""
         dtls.on("statechange", self._on_dtls_state)
 
     def attach(self, protocol: StunProtocol) -> None:
@@ -157,6 +158,7 @@ class InlineReceiver:
         dtls._RTCDtlsTransport__rx_bytes += len(data)
         dtls._RTCDtlsTransport__rx_packets += 1
         arrival_time_ms = clock.current_ms()
+        handling: Coroutine[Any, Any, None]
         try:
             if is_rtcp(data):
                 handling = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
@@ -168,8 +170,7 @@ class InlineReceiver:
             log.debug("SRTP unprotect failed: %s", exc)  # as aiortc: dropped
             return None
         self.handled += 1
-        result: Coroutine[Any, Any, None] = handling
-        return result
+        return handling
 
     async def _finish(self, rest: _Rest) -> None:
         """The handler that waited, then what came meanwhile, in order."""
@@ -233,12 +234,11 @@ def receive_inline(dtls: RTCDtlsTransport) -> InlineReceiver | None:
     """
     if not aiortc_fastpath.install() or layout_problems():
         return None
-    state: Any = dtls
     connection = getattr(dtls.transport, "_connection", None)
     if (
         not isinstance(connection, Connection)
         or not isinstance(getattr(connection, "_queue", None), asyncio.Queue)
-        or state._rx_srtp is None
+        or getattr(dtls, "_rx_srtp", None) is None
         or dtls.state != "connected"
     ):
         return None
