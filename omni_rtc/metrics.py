@@ -112,8 +112,8 @@ class Metrics:
         )
         self._video_lean = Gauge(
             "omni_rtc_video_lean",
-            "1 while this process decodes callers' cameras at key frames only (fewer "
-            "images) because its event loop is nearly full (summed over workers: how many do)",
+            "The share of this process's calls whose cameras are decoded at key frames only "
+            "(fewer images) because its event loop is nearly full, 0..1 (summed over workers)",
             registry=r,
         )
         for transport in TRANSPORTS:  # every series exists from the start, at 0
@@ -121,9 +121,9 @@ class Metrics:
             self.calls_total.labels(transport)
             self.dtmf_digits.labels(transport)
 
-    def watch_overload(self, refusing: Callable[[], bool], lean: Callable[[], bool]) -> None:
-        """Export whether this process refuses calls, and sheds camera work, for lack of
-        event-loop time."""
+    def watch_overload(self, refusing: Callable[[], bool], lean: Callable[[], float]) -> None:
+        """Export whether this process refuses calls, and how much camera work it sheds,
+        for lack of event-loop time."""
         self._overloaded.set_function(lambda: float(refusing()))
         self._video_lean.set_function(lambda: float(lean()))
 

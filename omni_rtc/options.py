@@ -125,7 +125,8 @@ OPTIONS: tuple[Option, ...] = (
         "cost (or while it runs over 10 ms late), so that a call too many does not make "
         "the calls already there miss real time; at 90% (or this limit if higher) or 10 ms "
         "late, cameras are also decoded at key frames only (fewer images, the audio keeps "
-        "real time) until there is room again; 0 = never",
+        "real time), then only those of as many calls as keep it 5 points under that, until "
+        "there is room again; 0 = never",
         75.0,
         non_negative_number,
     ),

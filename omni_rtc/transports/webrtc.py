@@ -64,7 +64,8 @@ class WebRtcCall:
         self.peer_timeout = peer_timeout
         self.on_closed = on_closed
         self.lean_video = lean_video
-        """True while the process is overloaded: cameras decoded at key frames only."""
+        """True while this call's cameras are decoded at key frames only (the process is
+        overloaded)."""
         self.closed = asyncio.Event()
         self.ended_reason: str | None = None
         self._closing = False
