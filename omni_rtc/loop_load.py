@@ -12,13 +12,10 @@ while the loop is over its limit, until it is well under it again.
 
 Refusing protects the calls from new ones, not from themselves: a camera that sends
 more, or a neighbour taking the core, can still push the loop past real time.  So a
-loop that is nearly full (:data:`LEAN_BUSY`) or late also turns ``lean``: calls decode
-the cameras that send key frames often enough at key frames only (fewer images; the
-model keeps hearing everything in real time), and no call is taken, until there would
-be room for the full work again.  Lean starts with every call; once it has measured
-what that saved, it keeps only as many calls lean (in eighths, :meth:`LoopLoad.lean_for`)
-as the loop needs to stay :data:`PARTIAL_MARGIN` under :data:`LEAN_BUSY`, or under the
-busy share at which it got late: the other calls get their full images again.
+loop that is nearly full or late also turns ``lean``: calls decode the cameras that
+send key frames often enough at key frames only (fewer images; the model keeps hearing
+everything in real time), all of them, then as many as it takes, and no call is taken,
+until there would be room for the full work again (:mod:`omni_rtc.lean_cameras`).
 """
 
 from __future__ import annotations
@@ -30,6 +27,8 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
+
+from .lean_cameras import STARTED, LeanCameras
 
 log = logging.getLogger("omni_rtc.load")
 
@@ -47,27 +46,9 @@ CLEAR_LAG_S = 0.003
 RAMP_S = 3.0
 """A call starts costing its share a second or two after it is taken (ICE, DTLS, then
 its first key frame): until then it is counted at the average cost of a call."""
-LEAN_BUSY = 0.90
-"""A loop this busy (or later than :data:`MAX_LAG_S`) sheds camera work (``lean``)."""
-LEAN_SETTLE_WINDOWS = 1.5
-"""After this long lean (in windows: 3 s), the window shows what shedding saved."""
-LEAN_HOLD_WINDOWS = 5.0
-"""Lean at least this long (10 s), not on and off with every window."""
-LEAN_MAX_GROWTH = 1.0
-"""Full camera work is taken to cost at most twice the lean work (a bigger drop after
-going lean was calls ending, not what leaning saved)."""
 LEAN_BEFORE_S = 0.5
 """The busy share just before going lean is measured over this long (the window's
 average lags a rising load)."""
-LEAN_SHARE_STEPS = 8
-"""Calls go lean in eighths (at 24 calls, three at a time): finer steps would be lost in
-the busy share's noise."""
-PARTIAL_MARGIN = 0.05
-"""Partly lean, the loop aims this far under :data:`LEAN_BUSY` (what full work costs is
-an estimate)."""
-LEAN_REPEAT_WINDOWS = 15.0
-"""Lean again this soon (30 s) after it ended: what full work costs was underestimated
-(a saturated loop reads 100%, whatever the demand), so keep the larger estimate."""
 QUIET_S = 300.0
 """A process at its capacity goes in and out of overload every minute or so: say so once
 per 5 minutes (with how often since), the rest at debug level."""
@@ -103,28 +84,11 @@ class LoopLoad:
         self._window = max(2, round(window_s / tick_s))
         self._lags: deque[float] = deque(maxlen=self._window)
         self._clocks: deque[tuple[float, float]] = deque(maxlen=self._window + 1)
-        self.lean_busy = max(LEAN_BUSY, max_busy)
         self._too_busy = False
         self._too_late = False
-        self.lean_share = 0.0
-        """The share of the calls whose cameras are decoded at key frames only (in
-        eighths; see the module's docstring and :meth:`lean_for`)."""
-        self.lean_settle_s = LEAN_SETTLE_WINDOWS * window_s
-        self.lean_hold_s = LEAN_HOLD_WINDOWS * window_s
-        self.lean_repeat_s = LEAN_REPEAT_WINDOWS * window_s
+        self.cameras = LeanCameras(max_busy, window_s)
+        """Which calls' cameras are decoded at key frames only."""
         self._before_lean_ticks = max(1, round(LEAN_BEFORE_S / tick_s))
-        self._lean_since = 0.0
-        self._lean_ended = -math.inf
-        self._busy_before_lean = 0.0
-        self._busy_all_lean = 0.0
-        self._lean_growth: float | None = None
-        self._slots: dict[str, int] = {}
-        """Each call's eighth: calls in the first ``lean_share`` eighths are lean."""
-        self._previous_growth = 0.0
-        self._ceiling = 1.0
-        """The busy share at which the loop, partly lean, got too full or late."""
-        self._least_share = 0.0
-        """Never fewer calls lean than one eighth more than a share that got too full."""
         self._quiet_until = -math.inf
         self._loud = False
         self._unsaid_trips = 0
@@ -152,17 +116,17 @@ class LoopLoad:
 
     @property
     def lean(self) -> bool:
-        """Some calls' cameras are decoded at key frames only."""
-        return self.lean_share > 0
+        """Calls' cameras (all, or some) are decoded at key frames only."""
+        return self.cameras.active
+
+    @property
+    def lean_share(self) -> float:
+        """The share of the calls whose cameras are decoded at key frames only."""
+        return self.cameras.share
 
     def lean_for(self, call_id: str) -> bool:
-        """Whether this call's cameras are decoded at key frames only now (every call's,
-        when its share is unknown: a call the guard was not told of)."""
-        share = self.lean_share
-        if share <= 0 or share >= 1:
-            return share >= 1
-        slot = self._slots.get(call_id)
-        return slot is None or slot < share * LEAN_SHARE_STEPS
+        """Whether this call's cameras are decoded at key frames only now."""
+        return self.cameras.lean_for(call_id)
 
     @property
     def overloaded(self) -> bool:
@@ -183,7 +147,7 @@ class LoopLoad:
             " (cameras at key frames only)"
             if share >= 1
             else f" (cameras of {share:.0%} of the calls at key frames only)"
-            if share
+            if self.lean
             else ""
         )
         return (
@@ -218,15 +182,12 @@ class LoopLoad:
         """A call just started (it shows in :attr:`busy` only after a while)."""
         if self.max_busy:
             self._taken[call_id] = self.clock()
-            counts = [0] * LEAN_SHARE_STEPS
-            for slot in self._slots.values():
-                counts[slot] += 1
-            self._slots[call_id] = counts.index(min(counts))
+            self.cameras.taken(call_id)
 
     def gone(self, call_id: str) -> None:
         """A call ended (one that ends young must not be projected any longer)."""
         self._taken.pop(call_id, None)
-        self._slots.pop(call_id, None)
+        self.cameras.gone(call_id)
 
     def record(self, wall: float, cpu: float, lag_s: float) -> None:
         self._clocks.append((wall, cpu))
@@ -243,7 +204,20 @@ class LoopLoad:
             self._too_late = True
         elif lag < CLEAR_LAG_S:
             self._too_late = False
-        self._judge_lean(wall, busy, lag)
+        change = self.cameras.judge(
+            wall,
+            busy,
+            self._busy_over(self._before_lean_ticks),
+            late=lag > MAX_LAG_S,
+            on_time=lag < CLEAR_LAG_S,
+        )
+        if change is not None:
+            log.log(
+                logging.WARNING if change is STARTED else logging.INFO,
+                "%s: %s",
+                self.describe(),
+                change,
+            )
         if self.overloaded and not was:
             self._say_refusing(wall)
         elif was and not self.overloaded:  # (lean may have been the last reason)
@@ -265,72 +239,6 @@ class LoopLoad:
         self._quiet_until = now + QUIET_S
         self._unsaid_trips = 0
 
-    def _judge_lean(self, now: float, busy: float, lag: float) -> None:
-        """Lean when nearly full or late; once lean settled, what full work costs is
-        measured as a ratio (the busy share before / after), so it scales with calls
-        that end.  Then, every hold time, on time: back to full work if the loop has
-        room for it, else as few calls lean as keep it under :data:`LEAN_BUSY` (and
-        under the busy share at which it got late); every call lean again at once if
-        the loop gets that full or late, and from then on more calls lean than then."""
-        if not self.lean_share:
-            if busy >= self.lean_busy or lag > MAX_LAG_S:
-                self._busy_before_lean = max(busy, self._busy_over(self._before_lean_ticks))
-                self._lean_growth = None
-                if now - self._lean_ended > self.lean_repeat_s:
-                    self._previous_growth = 0.0
-                    self._ceiling = 1.0
-                    self._least_share = 0.0
-                self._set_share(now, 1.0)
-                log.warning(
-                    "%s: cameras decoded at key frames only (fewer images) until it has time again",
-                    self.describe(),
-                )
-            return
-        held = now - self._lean_since
-        growth = self._lean_growth
-        if growth is None:
-            if held < self.lean_settle_s:
-                return
-            saved = max(0.0, self._busy_before_lean - busy)
-            growth = min(LEAN_MAX_GROWTH, saved / busy) if busy else LEAN_MAX_GROWTH
-            growth = self._lean_growth = max(growth, self._previous_growth)
-            self._busy_all_lean = busy
-        share = self.lean_share
-        if share < 1 and (busy >= self.lean_busy or lag > MAX_LAG_S):
-            # the calls given their full work back cost more than foreseen: learn from
-            # the busy share now (the last half second's: the window lags)
-            level = max(busy, self._busy_over(self._before_lean_ticks))
-            all_lean = self._busy_all_lean
-            implied = (level / all_lean - 1) / (1 - share) if all_lean else LEAN_MAX_GROWTH
-            self._lean_growth = min(LEAN_MAX_GROWTH, max(growth, implied))
-            self._ceiling = min(self._ceiling, level)
-            self._least_share = max(self._least_share, share + 1 / LEAN_SHARE_STEPS)
-            self._set_share(now, 1.0)
-            log.info("%s: every camera at key frames only again", self.describe())
-            return
-        if held < self.lean_hold_s or lag >= CLEAR_LAG_S:
-            return
-        all_lean = busy / (1 + growth * (1 - share))  # the loop with every call lean
-        if share >= 1:
-            self._busy_all_lean = busy
-        if all_lean * (1 + growth) <= self.max_busy:
-            self.lean_share = 0.0
-            self._lean_ended = now
-            self._previous_growth = growth
-            log.info("%s: cameras decoded in full again", self.describe())
-            return
-        target = min(self.lean_busy, self._ceiling) - PARTIAL_MARGIN
-        needed = 1 - (target / all_lean - 1) / growth if growth else 1.0
-        needed = max(needed, self._least_share)
-        steps = min(LEAN_SHARE_STEPS, max(1, math.ceil(round(needed * LEAN_SHARE_STEPS, 6))))
-        if steps / LEAN_SHARE_STEPS != share:
-            self._set_share(now, steps / LEAN_SHARE_STEPS)
-            log.info("%s: the other calls' cameras decoded in full", self.describe())
-
-    def _set_share(self, now: float, share: float) -> None:
-        self.lean_share = share
-        self._lean_since = now
-
     def start(self) -> None:
         """Start the probe on the running loop (idempotent; nothing when disabled).
 
@@ -343,9 +251,8 @@ class LoopLoad:
     def stop(self) -> None:
         """Stop the probe; no verdict stands without it."""
         self._too_busy = self._too_late = False
-        self.lean_share = 0.0
+        self.cameras.stop()
         self._taken.clear()
-        self._slots.clear()
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()

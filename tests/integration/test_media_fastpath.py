@@ -109,10 +109,10 @@ async def test_an_overloaded_bridge_samples_a_periodic_camera_at_its_key_frames(
 
             await asyncio.sleep(2.0)  # three key frames: its period is known
             full_images, full_decoded, _ = await over(4.0)
-            load.lean_share = 1.0
+            load.cameras.every = True
             await asyncio.sleep(1.0)
             lean_images, lean_decoded, lean_keys = await over(4.0)
-            load.lean_share = 0.0
+            load.cameras.every = False
             await asyncio.sleep(1.5)
             again_images, again_decoded, _ = await over(4.0)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -31,15 +32,20 @@ class Ticks:
         return self.run(round(seconds / self.load.tick_s), busy, lag_s)
 
     def calls(
-        self, seconds: float, lean: float, full: float, late_above: float = 1.0
+        self,
+        seconds: float,
+        lean: float,
+        full: float,
+        late_above: float = 1.0,
+        lag_s: float = 0.5 * MS,
     ) -> list[float]:
         """Calls that cost ``lean`` of the core with every camera lean and ``full`` with
-        none (a loop reads at most 100%; 25 ms late when busier than ``late_above``),
-        following the guard's share tick by tick; returns the shares seen."""
+        none (a loop reads at most 100%; 25 ms late when busier than ``late_above``, else
+        ``lag_s``), following the guard's share tick by tick; returns the shares seen."""
         shares = []
         for _ in range(round(seconds / self.load.tick_s)):
             busy = min(1.0, lean + (full - lean) * (1 - self.load.lean_share))
-            self.run(1, busy=busy, lag_s=25 * MS if busy > late_above else 0.5 * MS)
+            self.run(1, busy=busy, lag_s=25 * MS if busy > late_above else lag_s)
             shares.append(self.load.lean_share)
         return shares
 
@@ -208,8 +214,10 @@ def test_a_disabled_guard_keeps_no_record_of_calls() -> None:
     assert "started" not in load.describe()
 
 
-def default_limit(tick: float = TICK) -> tuple[LoopLoad, Ticks]:
+def default_limit(tick: float = TICK, calls: int = 24) -> tuple[LoopLoad, Ticks]:
     load = LoopLoad(0.75, tick_s=tick, window_s=2.0)  # --max-loop-busy 75: lean at 90%
+    for i in range(calls):  # (settled calls: not projected as just started)
+        load.cameras.taken(f"call-{i}")
     return load, Ticks(load)
 
 
@@ -331,6 +339,75 @@ def test_partly_lean_it_stays_under_the_busy_share_at_which_it_got_late(tick: fl
 
 
 @TICKS
+def test_late_partly_lean_it_aims_under_the_busy_share_it_was_late_at(tick: float) -> None:
+    """Each eighth of the calls costs 3% here: one eighth more lean (the least after being
+    late) would still be late at 79.4%; aiming under 82.5% - 5% is not."""
+    load, ticks = default_limit(tick)
+    shares = ticks.calls(92, lean=0.7, full=0.95, late_above=0.79)
+    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    assert steps == [0, 1, 1 / 2, 1, 3 / 4]
+    assert load.busy == pytest.approx(0.7 + 0.25 / 4)
+
+
+@TICKS
+def test_what_an_episode_learnt_is_kept_for_a_repeat_soon_after_only(tick: float) -> None:
+    load, ticks = default_limit(tick)
+    ticks.calls(2, lean=0.6, full=1.05)
+    ticks.calls(60, lean=0.6, full=1.05, late_above=0.8)  # learns: 5/8 at least
+    ticks.calls(15, lean=0.3, full=0.5)  # calls ended, or sent less: lean ends
+    assert not load.lean  # (for a few seconds now)
+    shares = ticks.calls(20, lean=0.6, full=1.05)  # lean again within 30 s
+    assert shares[-1] == 5 / 8
+    ticks.calls(15, lean=0.3, full=0.5)
+    assert not load.lean
+    ticks.seconds(40, busy=0.5)
+    shares = ticks.calls(20, lean=0.6, full=1.05)  # lean again after 30 s: a new episode
+    assert shares[-1] == 3 / 8
+    ticks.calls(60, lean=0.6, full=1.05, late_above=0.8)  # learns again...
+    load.stop()  # ...and forgets it all when the probe stops
+    for i in range(24):
+        load.cameras.taken(f"call-{i}")
+    shares = ticks.calls(20, lean=0.6, full=1.05)
+    assert shares[-1] == 3 / 8
+
+
+@TICKS
+def test_it_goes_back_to_full_work_only_under_the_busy_share_it_was_late_at(
+    tick: float,
+) -> None:
+    load, ticks = default_limit(tick)
+    ticks.calls(62, lean=0.6, full=1.05, late_above=0.7)  # late above 70%: learns it
+    shares = ticks.calls(60, lean=0.4, full=0.72, late_above=0.7)  # fewer calls: 72%
+    assert load.lean  # fits under 75%, but not under 65% (the 70% it got late at, - 5%)
+    assert min(shares) > 0  # so it stays partly lean,
+    assert max(shares[-round(20 / tick) :]) < 1  # (its last 20 s)
+    assert load.busy < 0.7  # on time
+
+
+@TICKS
+def test_fewer_calls_lean_only_once_the_loop_is_on_time(tick: float) -> None:
+    _, ticks = default_limit(tick)
+    assert ticks.calls(62, lean=0.6, full=1.05)[-1] == 1 / 2
+    ticks.calls(3, lean=0.6, full=1.05, lag_s=5 * MS)  # 5 ms late (not over 10 ms)
+    shares = ticks.calls(30, lean=0.45, full=0.79, lag_s=5 * MS)  # and fewer calls
+    assert set(shares) == {1 / 2}
+    shares = ticks.calls(30, lean=0.45, full=0.79)  # on time
+    assert shares[-1] < 1 / 2
+
+
+@TICKS
+def test_a_burst_partly_lean_does_not_make_full_work_seem_dearer_than_twice_lean(
+    tick: float,
+) -> None:
+    _, ticks = default_limit(tick)
+    assert ticks.calls(62, lean=0.6, full=1.05)[-1] == 1 / 2
+    ticks.seconds(1.5, busy=1.0)  # a burst (key frames from every camera at once, say)
+    shares = ticks.calls(40, lean=0.6, full=1.05)
+    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    assert steps == [1, 3 / 4]  # (the burst alone would say 2.8x)
+
+
+@TICKS
 def test_after_getting_too_full_partly_lean_it_never_sheds_as_little_again(tick: float) -> None:
     _, ticks = default_limit(tick)
     shares = ticks.calls(40, lean=0.5, full=1.0)  # full work: 2x lean (the most assumed)
@@ -341,23 +418,48 @@ def test_after_getting_too_full_partly_lean_it_never_sheds_as_little_again(tick:
     assert 3 / 8 < min(shares) < 1  # (what it knows of the costs alone says 3/8 again)
 
 
-def test_lean_calls_are_chosen_in_eighths_spread_evenly() -> None:
-    load = LoopLoad(0.75)
-    for i in range(16):
-        load.taken(f"call-{i}")
-    assert not any(load.lean_for(f"call-{i}") for i in range(16))
-    load.lean_share = 3 / 8
-    lean = {i for i in range(16) if load.lean_for(f"call-{i}")}
-    assert len(lean) == 6
+def test_the_calls_that_arrived_last_are_the_ones_lean_in_eighths() -> None:
+    load, ticks = default_limit(TICK, calls=20)
+    ticks.calls(30, lean=0.6, full=1.05)
+    lean = [i for i in range(20) if load.lean_for(f"call-{i}")]
+    assert lean == list(range(10, 20))  # 1/2 of 20 (as with 24 calls: 3/8, then 1/2)
+    assert load.lean_share == 10 / 20
+    load.gone("call-19")  # calls end: the share is that of the calls still up
+    load.gone("call-0")
+    assert load.lean_share == 9 / 18
+    assert not load.lean_for("a-call-it-was-not-told-of")
+    load.cameras.every = True
     assert load.lean_for("a-call-it-was-not-told-of")
-    ended = sorted(lean)[:4]
-    for i in ended:  # lean calls end; new calls fill the emptiest eighths
-        load.gone(f"call-{i}")
-    for i in range(16, 20):
-        load.taken(f"call-{i}")
-    assert sum(load.lean_for(f"call-{i}") for i in range(20) if i not in ended) == 6
-    load.lean_share = 1.0
-    assert all(load.lean_for(f"call-{i}") for i in range(20))
+
+
+@TICKS
+def test_calls_ending_while_partly_lean_neither_end_lean_early_nor_flap(tick: float) -> None:
+    """Each call costs 2.5% lean, 4.4% in full (24: 60% / 105%); the six that arrived
+    first (in full) end, then the lean ones, one by one."""
+    load, ticks = default_limit(tick)
+    live = [f"call-{i}" for i in range(24)]
+
+    def run(seconds: float) -> list[float]:
+        shares = []
+        for _ in range(round(seconds / tick)):
+            busy = sum(0.025 if load.lean_for(c) else 0.04375 for c in live)
+            ticks.run(1, busy=min(1.0, busy))
+            shares.append(load.lean_share)
+            assert load.busy < 0.9 or not 0 < shares[-1] < 1  # never 90% partly lean
+        return shares
+
+    run(40)
+    for call in live[:6]:
+        load.gone(call)
+    live = live[6:]
+    shares = run(40)
+    assert load.lean  # 18 calls: 45% / 79%, over 75%: still lean, but fewer calls
+    while load.lean and len(live) > 12:
+        load.gone(live.pop())  # the latest (lean) calls end one by one
+        shares += run(6)
+    assert not load.lean  # 12 calls: 30% / 53%: full work fits
+    changes = sum(1 for a, b in itertools.pairwise(shares) if a != b and b and a)
+    assert changes <= 8  # (no flapping: a share is held 10 s at least)
 
 
 def test_stopping_the_probe_drops_its_verdicts() -> None:
