@@ -90,6 +90,7 @@ class LoopLoad:
         """Which calls' cameras are decoded at key frames only."""
         self._before_lean_ticks = max(1, round(LEAN_BEFORE_S / tick_s))
         self._quiet_until = -math.inf
+        self._lean_quiet_until = -math.inf
         self._loud = False
         self._unsaid_trips = 0
         self._taken: dict[str, float] = {}
@@ -211,13 +212,11 @@ class LoopLoad:
             late=lag > MAX_LAG_S,
             on_time=lag < CLEAR_LAG_S,
         )
-        if change is not None:
-            log.log(
-                logging.WARNING if change is STARTED else logging.INFO,
-                "%s: %s",
-                self.describe(),
-                change,
-            )
+        if change is STARTED and wall >= self._lean_quiet_until:
+            self._lean_quiet_until = wall + QUIET_S  # (a warning each episode: too many)
+            log.warning("%s: %s", self.describe(), change)
+        elif change is not None:
+            log.info("%s: %s", self.describe(), change)
         if self.overloaded and not was:
             self._say_refusing(wall)
         elif was and not self.overloaded:  # (lean may have been the last reason)

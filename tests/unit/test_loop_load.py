@@ -492,6 +492,17 @@ def test_a_disabled_guard_never_goes_lean() -> None:
     assert not load.lean
 
 
+def test_going_lean_is_a_warning_once_per_five_minutes(caplog: pytest.LogCaptureFixture) -> None:
+    _, ticks = default_limit()
+    caplog.set_level(logging.INFO, logger="omni_rtc.load")
+    for _ in range(10):  # lean, then full work again, ten times in ten minutes
+        ticks.seconds(3, busy=0.95)
+        ticks.seconds(57, busy=0.3)
+    started = [r for r in caplog.records if "(fewer images) until it has" in r.getMessage()]
+    assert len(started) == 10
+    assert [r.levelno for r in started].count(logging.WARNING) == 2  # at 0 and 5 minutes
+
+
 def test_a_process_at_capacity_says_so_once_per_five_minutes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
