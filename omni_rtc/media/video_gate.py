@@ -13,11 +13,12 @@ decides, frame by frame, whether to decode, and when to ask the sender for a key
 
 A sender that ignores PLIs and sends a key frame every second still yields 2 images a
 second: the chain is decoded from the key frame up to the frame the second image needs,
-the rest of the second is skipped.  While the process is overloaded (``lean``), a sender
-with a key frame at least every 2 s is decoded at its key frames only: an image per key
-frame (one a second from that sender), far less CPU, so the calls' audio keeps real
-time.  A sender that answers PLIs is already decoded that way when it pays; others (no
-key frames of their own, or few frames per image) are decoded as usual.
+the rest of the second is skipped.  While its call is ``lean`` (the process is
+overloaded), a sender with a key frame at least every 2 s is decoded at its key frames
+only: an image per key frame (one a second from that sender), far less CPU, so the
+calls' audio keeps real time.  A sender that answers PLIs is already decoded that way
+when it pays; others (no key frames of their own, or few frames per image) are decoded
+as usual.
 
 Chromium answers at most one PLI per 300 ms (libwebrtc ``EncoderRtcpFeedback``,
 ``kMinKeyframeSendIntervalMs``); aiortc's encoder answers every one.  PLIs are only
@@ -158,8 +159,9 @@ class DecodeGate:
     ) -> tuple[bool, bool]:
         """``(decode, send_pli)`` for a frame arriving at ``now``.
 
-        ``interval`` is the sampler's time between images; ``lean``: the process is
-        overloaded, decode only key frames if this sender sends them often enough.
+        ``interval`` is the sampler's time between images; ``lean``: this call sheds
+        camera work (the process is overloaded): decode only key frames if this sender
+        sends them often enough.
         """
         if self._last_frame is not None:
             gap = now - self._last_frame
@@ -316,8 +318,8 @@ class VideoDecoder:
     """Encoded camera frames (aiortc's reassembled ``(codec, data)``) -> the sampler.
 
     ``due()`` and ``interval()`` come from the sampler; ``deliver`` takes a decoded
-    frame; ``request_key_frame`` sends a PLI; ``lean()`` says whether the process is
-    overloaded (then key frames only, see :meth:`DecodeGate.on_frame`).  Codecs the
+    frame; ``request_key_frame`` sends a PLI; ``lean()`` says whether this call sheds
+    camera work (then key frames only, see :meth:`DecodeGate.on_frame`).  Codecs the
     gate does not understand are decoded frame by frame with aiortc's own decoder.
     """
 
