@@ -4,14 +4,16 @@ Sans-I/O: :class:`~omni_rtc.loop_load.LoopLoad` measures the loop and hands each
 to :meth:`LeanCameras.judge`.  A loop that is nearly full (:data:`LEAN_BUSY`) or late
 goes *lean*: every call's camera is decoded at its key frames only (if it sends them
 often enough: fewer images, the model keeps hearing everything in real time).  Once that
-settled, what full work costs is known as a ratio of the lean work; once a share has
-been held :data:`LEAN_HOLD_WINDOWS`, the loop either has room for full work again (lean
-ends), or keeps only as many calls lean, the latest to arrive, as hold it
-:data:`PARTIAL_MARGIN` under :data:`LEAN_BUSY` (and under the busy share at which it ran
-too full or late before): the others get all their images back.  Too full or late
-again, every call goes lean at once, what full work costs is learnt from what that
-share cost, and from then on at least one eighth more of the calls are lean (for this
-episode, and a repeat within :data:`LEAN_REPEAT_WINDOWS`).
+settled, what full work costs is known as a ratio of the lean work (at most twice: a
+camera dearer than that keeps going lean and back).  Once a share has been held
+:data:`LEAN_HOLD_WINDOWS`, the loop either has room for full work again (lean ends), or
+keeps only as many calls lean, the latest to arrive, as hold it :data:`PARTIAL_MARGIN`
+under :data:`LEAN_BUSY`, give or take half of that (and under the busy share at which it
+ran too full or late before): the others get all their images back; fewer lean only
+while on time, more at once.  Too full or late again, every call goes lean at once, what
+full work costs is learnt from what that share cost, and at least one eighth more of
+the calls stay lean from then on, until :data:`LEAN_FORGET_WINDOWS` pass without another
+(for this episode, and a repeat within :data:`LEAN_REPEAT_WINDOWS`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ LEAN_SHARE_STEPS = 8
 share's noise."""
 PARTIAL_MARGIN = 0.05
 """Partly lean, the loop aims this far under :data:`LEAN_BUSY` (what full work costs is
-an estimate)."""
+an estimate), give or take half of it: more calls lean only over the target plus that,
+fewer only if they fit under the target minus that (a dead band, so that the busy
+share's noise does not turn calls lean and back every hold time)."""
+LEAN_FORGET_WINDOWS = 150.0
+"""What running too full or late taught (a higher cost, a lower ceiling, a least share)
+is forgotten after this long (5 minutes) without another: one burst, or a neighbour
+taking the core for a moment, must not keep calls lean for good."""
 
 
 STARTED = "cameras decoded at key frames only (fewer images) until it has time again"
@@ -67,13 +75,19 @@ class LeanCameras:
         self._ended = -math.inf
         self._busy_before = 0.0
         self._busy_all_lean = 0.0
+        self.forget_s = LEAN_FORGET_WINDOWS * window_s
         self._growth: float | None = None
-        """What full work costs over lean work, minus one (measured once lean settled)."""
+        """What full work costs over lean work, minus one (measured once lean settled,
+        raised by what a share that ran too full cost)."""
+        self._measured = 0.0
+        """The growth measured as lean settled (and the previous episode's, on a repeat)."""
+        self._overran = -math.inf
         self._forget()
 
     def _forget(self) -> None:
         """A new episode, not a repeat: nothing learnt holds."""
         self._previous_growth = 0.0
+        self._overran = -math.inf
         self._ceiling = 1.0
         """The busy share at which the loop, partly lean, ran too full or late."""
         self._least = 0.0
@@ -127,7 +141,7 @@ class LeanCameras:
                 return None
             saved = max(0.0, self._busy_before - busy)
             growth = min(LEAN_MAX_GROWTH, saved / busy) if busy else LEAN_MAX_GROWTH
-            growth = self._growth = max(growth, self._previous_growth)
+            growth = self._growth = self._measured = max(growth, self._previous_growth)
             self._busy_all_lean = busy
         share = self.share
         if share < 1 and (busy >= self.lean_busy or late):
@@ -136,6 +150,7 @@ class LeanCameras:
             self._growth = self._learnt(growth, level, share)
             self._ceiling = min(self._ceiling, level)
             self._least = max(self._least, share + 1 / LEAN_SHARE_STEPS)
+            self._overran = now
             self._lean_calls(now, LEAN_SHARE_STEPS)
             return ALL_AGAIN
         if held < self.settle_s:
@@ -144,28 +159,33 @@ class LeanCameras:
             self._busy_all_lean = busy
         if held < self.hold_s:
             return None
+        if now - self._overran > self.forget_s:
+            self._ceiling, self._least = 1.0, 0.0
+            growth = self._growth = self._measured
         all_lean = busy / (1 + growth * (1 - share))  # the loop with every call lean
-        if on_time and all_lean * (1 + growth) <= min(
-            self.max_busy, self._ceiling - PARTIAL_MARGIN
-        ):
+        target = min(self.lean_busy, self._ceiling) - PARTIAL_MARGIN
+        if on_time and all_lean * (1 + growth) <= min(self.max_busy, target):
             self.active = self.every = False
             self._lean.clear()
             self._ended = now
             self._previous_growth = growth
             return ENDED
-        target = min(self.lean_busy, self._ceiling) - PARTIAL_MARGIN
-        needed = 1 - (target / all_lean - 1) / growth if growth else 1.0
-        needed = max(needed, self._least)
-        steps = min(LEAN_SHARE_STEPS, max(1, math.ceil(round(needed * LEAN_SHARE_STEPS, 6))))
-        wanted = self._count(steps)
         have = len(self._calls) if self.every else len(self._lean)
-        if wanted > have:
+        steps = self._steps(target + PARTIAL_MARGIN / 2, all_lean, growth)
+        if self._count(steps) > have:
             self._lean_calls(now, steps)
             return MORE
-        if wanted < have and on_time:
+        steps = self._steps(target - PARTIAL_MARGIN / 2, all_lean, growth)
+        if self._count(steps) < have and on_time:
             self._lean_calls(now, steps)
             return FEWER
         return None
+
+    def _steps(self, target: float, all_lean: float, growth: float) -> int:
+        """The eighths of the calls to keep lean for the loop to stay under ``target``."""
+        needed = 1 - (target / all_lean - 1) / growth if growth else 1.0
+        needed = max(needed, self._least)
+        return min(LEAN_SHARE_STEPS, max(1, math.ceil(round(needed * LEAN_SHARE_STEPS, 6))))
 
     def _learnt(self, growth: float, busy: float, share: float) -> float:
         """The cost of full work, raised if ``busy`` at ``share`` says it is more."""
