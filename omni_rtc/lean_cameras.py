@@ -64,6 +64,7 @@ class LeanCameras:
         self.settle_s = LEAN_SETTLE_WINDOWS * window_s
         self.hold_s = LEAN_HOLD_WINDOWS * window_s
         self.repeat_s = LEAN_REPEAT_WINDOWS * window_s
+        self.forget_s = LEAN_FORGET_WINDOWS * window_s
         self.active = False
         self.every = False
         self._calls: dict[str, None] = {}
@@ -75,19 +76,18 @@ class LeanCameras:
         self._ended = -math.inf
         self._busy_before = 0.0
         self._busy_all_lean = 0.0
-        self.forget_s = LEAN_FORGET_WINDOWS * window_s
         self._growth: float | None = None
         """What full work costs over lean work, minus one (measured once lean settled,
         raised by what a share that ran too full cost)."""
         self._measured = 0.0
         """The growth measured as lean settled (and the previous episode's, on a repeat)."""
-        self._overran = -math.inf
         self._forget()
 
     def _forget(self) -> None:
         """A new episode, not a repeat: nothing learnt holds."""
         self._previous_growth = 0.0
         self._overran = -math.inf
+        """When the loop, partly lean, last ran too full or late."""
         self._ceiling = 1.0
         """The busy share at which the loop, partly lean, ran too full or late."""
         self._least = 0.0
