@@ -50,6 +50,11 @@ class Ticks:
         return shares
 
 
+def share_steps(shares: list[float]) -> list[float]:
+    """The shares seen, each run of equal ones once."""
+    return [share for share, _ in itertools.groupby(shares)]
+
+
 def window() -> tuple[LoopLoad, Ticks]:
     load = LoopLoad(0.9, tick_s=TICK, window_s=2.0)  # a window of 40 ticks
     return load, Ticks(load)
@@ -304,7 +309,7 @@ def test_partly_lean_the_loop_stays_under_the_lean_limit_with_most_calls_in_full
     """Full work would take 105% of the core (a loop reads 100%), lean work 60%."""
     load, ticks = default_limit(tick)
     shares = ticks.calls(62, lean=0.6, full=1.05)
-    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    steps = share_steps(shares)
     # the cost of full work seen: 1.0 / 0.6; 3/8 lean would hold it under 85%, but fewer
     # calls lean only to fit under 82.5% (a dead band): 1/2, 82.5% for the rest of the minute
     assert steps == [0, 1, 1 / 2]
@@ -316,10 +321,10 @@ def test_partly_lean_the_loop_stays_under_the_lean_limit_with_most_calls_in_full
 def test_partly_lean_over_the_limit_makes_every_call_lean_and_learns_the_cost(
     tick: float,
 ) -> None:
-    """Full work would take 120%: 3/8 lean (from the 100% read) is too little."""
+    """Full work would take 120%: 1/2 lean (from the 100% read) is too little."""
     load, ticks = default_limit(tick)
     shares = ticks.calls(92, lean=0.6, full=1.2)
-    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    steps = share_steps(shares)
     # every call lean again as the loop reaches 90%, the cost learnt from the last half
     # second's busy share (90% at 1/2: twice the lean work), then 5/8 lean holds
     assert steps == [0, 1, 1 / 2, 1, 5 / 8]
@@ -331,7 +336,7 @@ def test_partly_lean_it_stays_under_the_busy_share_at_which_it_got_late(tick: fl
     """Late above 80% busy (a thread of its own, another process on the core)."""
     load, ticks = default_limit(tick)
     shares = ticks.calls(92, lean=0.6, full=1.05, late_above=0.8)
-    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    steps = share_steps(shares)
     # late at 82.5%, so aims at 77.5% (75%, going to fewer): 3/4 holds, on time
     assert steps == [0, 1, 1 / 2, 1, 3 / 4]
     assert load.busy == pytest.approx(0.6 + 0.45 * 1 / 4)
@@ -344,7 +349,7 @@ def test_late_partly_lean_it_aims_under_the_busy_share_it_was_late_at(tick: floa
     late) would still be late at 79.4%; aiming under 82.5% - 5% (- 2.5%) is not."""
     load, ticks = default_limit(tick)
     shares = ticks.calls(92, lean=0.7, full=0.95, late_above=0.79)
-    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    steps = share_steps(shares)
     assert steps == [0, 1, 1 / 2, 1, 7 / 8]
     assert load.busy == pytest.approx(0.7 + 0.25 / 8)
 
@@ -403,7 +408,7 @@ def test_a_burst_partly_lean_does_not_make_full_work_seem_dearer_than_twice_lean
     assert ticks.calls(62, lean=0.6, full=1.05)[-1] == 1 / 2
     ticks.seconds(1.5, busy=1.0)  # a burst (key frames from every camera at once, say)
     shares = ticks.calls(40, lean=0.6, full=1.05)
-    steps = [share for i, share in enumerate(shares) if i == 0 or shares[i - 1] != share]
+    steps = share_steps(shares)
     assert steps == [1, 3 / 4]  # (the burst alone would say 2.8x)
 
 
