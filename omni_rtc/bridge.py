@@ -82,7 +82,11 @@ class Bridge:
         self.metrics = metrics or Metrics()
         self.load = LoopLoad(self.settings.max_loop_busy / 100)
         self.calls = CallManager(self.settings.max_calls, self.metrics, self.load)
-        self.metrics.watch_overload(lambda: self.calls.overloaded, lambda: self.load.lean_share)
+        self.metrics.watch_overload(
+            lambda: self.calls.overloaded,
+            lambda: self.load.lean_share,
+            lambda: self.load.light,
+        )
         self.executor = ThreadPoolExecutor(
             max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="omni-rtc-jpeg"
         )
@@ -309,6 +313,7 @@ class Bridge:
             pc = RTCPeerConnection(rtc_configuration(self.settings))
         call = WebRtcCall(pc, conversation, track, peer_timeout=self.settings.peer_timeout)
         call.lean_video = lambda: self.load.lean_for(call.id)
+        call.light_video = lambda: self.load.light
         return call
 
     async def _start_webrtc(self, call: WebRtcCall) -> None:

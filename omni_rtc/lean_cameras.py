@@ -118,14 +118,22 @@ class LeanCameras:
         self._forget()
 
     def judge(
-        self, now: float, busy: float, recent: float, late: bool, on_time: bool
+        self,
+        now: float,
+        busy: float,
+        recent: float,
+        late: bool,
+        on_time: bool,
+        may_start: bool = True,
     ) -> str | None:
         """One tick's verdict: ``busy`` over the window, ``recent`` over its last half
         second (the window lags a rising load), ``late``: over the lag limit,
-        ``on_time``: well under it.  Returns what changed, to be logged, if anything:
-        :data:`STARTED`, :data:`ALL_AGAIN`, :data:`MORE`, :data:`FEWER` or :data:`ENDED`."""
+        ``on_time``: well under it; ``may_start``: what cheaper shedding does shows in
+        ``busy`` (an episode starts only then).  Returns what changed, to be logged, if
+        anything: :data:`STARTED`, :data:`ALL_AGAIN`, :data:`MORE`, :data:`FEWER` or
+        :data:`ENDED`."""
         if not self.active:
-            if busy >= self.lean_busy or late:
+            if may_start and (busy >= self.lean_busy or late):
                 self.active = True
                 self._busy_before = max(busy, recent)
                 self._growth = None

@@ -12,7 +12,9 @@ while the loop is over its limit, until it is well under it again.
 
 Refusing protects the calls from new ones, not from themselves: a camera that sends
 more, or a neighbour taking the core, can still push the loop past real time.  So a
-loop that is nearly full or late also turns ``lean``: calls decode the cameras that
+busy loop first decodes cameras ``light`` (without the loop filter: every image, a
+little less sharp; :mod:`omni_rtc.light_cameras`), and a loop that is nearly full or
+late also turns ``lean``: calls decode the cameras that
 send key frames often enough at key frames only (fewer images; the model keeps hearing
 everything in real time), all of them, then as many as it takes, and no call is taken,
 until there would be room for the full work again (:mod:`omni_rtc.lean_cameras`).
@@ -29,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .lean_cameras import STARTED, LeanCameras
+from .light_cameras import LightCameras
 
 log = logging.getLogger("omni_rtc.load")
 
@@ -52,6 +55,10 @@ average lags a rising load)."""
 QUIET_S = 300.0
 """A process at its capacity goes in and out of overload every minute or so: say so once
 per 5 minutes (with how often since), the rest at debug level."""
+SATURATED_BUSY = 0.97
+SATURATED_LAG_S = 2 * MAX_LAG_S
+"""A loop this busy or this late goes lean at once; otherwise only once light decoding
+has been on for a window (light cannot bring a saturated loop back in time)."""
 MIN_CALLS_TO_PROJECT = 3
 """Below this many settled calls the loop's own work (idle timers, an in-process
 emulator, an embedding application) would pass for the cost of a call."""
@@ -88,6 +95,8 @@ class LoopLoad:
         self._too_late = False
         self.cameras = LeanCameras(max_busy, window_s)
         """Which calls' cameras are decoded at key frames only."""
+        self.light_cameras = LightCameras(max_busy, window_s)
+        """Whether cameras are decoded without the loop filter."""
         self._before_lean_ticks = max(1, round(LEAN_BEFORE_S / tick_s))
         self._quiet_until = -math.inf
         self._lean_quiet_until = -math.inf
@@ -114,6 +123,11 @@ class LoopLoad:
             return 0.0
         (wall0, cpu0), (wall1, cpu1) = clocks[-1 - ticks], clocks[-1]
         return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
+
+    @property
+    def light(self) -> bool:
+        """Cameras are decoded without the loop filter (every image, a little less sharp)."""
+        return self.light_cameras.on
 
     @property
     def lean(self) -> bool:
@@ -149,6 +163,8 @@ class LoopLoad:
             if share >= 1
             else f" (cameras of {share:.0%} of the calls at key frames only)"
             if self.lean
+            else " (cameras without the loop filter)"
+            if self.light
             else ""
         )
         return (
@@ -205,12 +221,18 @@ class LoopLoad:
             self._too_late = True
         elif lag < CLEAR_LAG_S:
             self._too_late = False
+        light = self.light_cameras.judge(wall, busy, late=lag > MAX_LAG_S, lean=self.cameras.active)
+        if light is not None:
+            log.info("%s: %s", self.describe(), light)
         change = self.cameras.judge(
             wall,
             busy,
             self._busy_over(self._before_lean_ticks),
             late=lag > MAX_LAG_S,
             on_time=lag < CLEAR_LAG_S,
+            may_start=(
+                self.light_cameras.shown(wall) or busy >= SATURATED_BUSY or lag >= SATURATED_LAG_S
+            ),
         )
         if change is STARTED and wall >= self._lean_quiet_until:
             self._lean_quiet_until = wall + QUIET_S  # (a warning each episode: too many)
@@ -251,6 +273,7 @@ class LoopLoad:
         """Stop the probe; no verdict stands without it."""
         self._too_busy = self._too_late = False
         self.cameras.stop()
+        self.light_cameras.stop()
         self._taken.clear()
         timer, self._timer = self._timer, None
         if timer is not None:

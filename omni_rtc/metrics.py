@@ -116,16 +116,28 @@ class Metrics:
             "(fewer images) because its event loop is nearly full, 0..1 (summed over workers)",
             registry=r,
         )
+        self._video_light = Gauge(
+            "omni_rtc_video_light",
+            "1 while this process decodes cameras without the loop filter (every image, a "
+            "little less sharp) because its event loop is busy (summed over workers)",
+            registry=r,
+        )
         for transport in TRANSPORTS:  # every series exists from the start, at 0
             self.calls_active.labels(transport)
             self.calls_total.labels(transport)
             self.dtmf_digits.labels(transport)
 
-    def watch_overload(self, refusing: Callable[[], bool], lean: Callable[[], float]) -> None:
+    def watch_overload(
+        self,
+        refusing: Callable[[], bool],
+        lean: Callable[[], float],
+        light: Callable[[], bool],
+    ) -> None:
         """Export whether this process refuses calls, and how much camera work it sheds,
         for lack of event-loop time."""
         self._overloaded.set_function(lambda: float(refusing()))
         self._video_lean.set_function(lambda: float(lean()))
+        self._video_light.set_function(lambda: float(light()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

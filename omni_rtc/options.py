@@ -123,8 +123,11 @@ OPTIONS: tuple[Option, ...] = (
         "refuse new calls (503) when a worker's event loop would be busier than this, in % "
         "of its core over the last 2 s with the calls just started counted at the average "
         "cost (or while it runs over 10 ms late), so that a call too many does not make "
-        "the calls already there miss real time; at 90% (or this limit if higher) or 10 ms "
-        "late, cameras are also decoded at key frames only (fewer images, the audio keeps "
+        "the calls already there miss real time; at 80% (or this limit if higher) or 10 ms "
+        "late, VP8 cameras that send a key frame at least every 2 s are decoded without the "
+        "loop filter (every image, a little less sharp) until it has been under 3/4 of that "
+        "for 10 s; still at 90% (or this limit if higher) or 10 ms late 2 s later (at once "
+        "from 97% or 20 ms late), also at key frames only (fewer images, the audio keeps "
         "real time), then only those of as many calls as keep it 5 points under that, until "
         "there is room again; 0 = never",
         75.0,

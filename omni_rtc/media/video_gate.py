@@ -27,7 +27,11 @@ inter frames' worth of bits); at the 5 frames a second the page asks for, every 
 decoded.
 
 :class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread: it runs on
-the event loop) and hands the decoded frame to the sampler.
+the event loop) and hands the decoded frame to the sampler.  While the process is busy
+(``light``, :mod:`omni_rtc.light_cameras`) inter frames of VP8 senders with a key frame
+at least every 2 s are decoded without the loop filter (short chains: little drift),
+from their next key frame on (a decoder takes that setting when it opens; other senders
+would switch only at a key frame that may be minutes away).
 """
 
 from __future__ import annotations
@@ -319,8 +323,10 @@ class VideoDecoder:
 
     ``due()`` and ``interval()`` come from the sampler; ``deliver`` takes a decoded
     frame; ``request_key_frame`` sends a PLI; ``lean()`` says whether this call sheds
-    camera work (then key frames only, see :meth:`DecodeGate.on_frame`).  Codecs the
-    gate does not understand are decoded frame by frame with aiortc's own decoder.
+    camera work (then key frames only, see :meth:`DecodeGate.on_frame`); ``light()``
+    whether inter frames are decoded without the loop filter (checked at key frames).
+    Codecs the gate does not understand are decoded frame by frame with aiortc's own
+    decoder.
     """
 
     def __init__(
@@ -331,10 +337,14 @@ class VideoDecoder:
         deliver: Callable[[av.VideoFrame], None],
         request_key_frame: Callable[[], None],
         lean: Callable[[], bool] = lambda: False,
+        light: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gate = DecodeGate()
         self._lean = lean
+        self._light = light
+        self.decoding_light = False
+        """The open decoder skips the loop filter on inter frames."""
         self._due = due
         self._interval = interval
         self._deliver = deliver
@@ -359,6 +369,8 @@ class VideoDecoder:
             self._request_key_frame()
         if not decode:
             return
+        if key:
+            self._open_for_key_frame(mime, now, interval)
         frame = self._decode(mime, data, timestamp)
         if frame is not None:
             self._deliver(frame)
@@ -368,11 +380,16 @@ class VideoDecoder:
         if self.gate.after_sample(self._clock(), self._interval()):
             self._request_key_frame()
 
+    def _open_for_key_frame(self, mime: str, now: float, interval: float) -> None:
+        """Nothing before a key frame is needed: open the decoder light or in full, as
+        the process asks (light only for VP8 senders whose key frames come often)."""
+        light = mime == "video/vp8" and self._light() and self.gate.keyed_often(now, interval)
+        if self._codec_name != mime or light != self.decoding_light:
+            self._open(mime, light=light)
+
     def _decode(self, mime: str, data: bytes, timestamp: int) -> av.VideoFrame | None:
         if self._codec_name != mime:
-            self._codec = av.CodecContext.create(_DECODERS[mime], "r")
-            self._codec.thread_count = 1  # on the event loop: no threads, no frame delay
-            self._codec_name = mime
+            self._open(mime, light=False)
         packet = av.Packet(data)
         packet.pts = timestamp
         try:
@@ -384,6 +401,15 @@ class VideoDecoder:
             return None
         last = frames[-1] if frames else None
         return last if isinstance(last, av.VideoFrame) else None
+
+    def _open(self, mime: str, *, light: bool) -> None:
+        """A fresh decoder (its first frame is a key frame, or nothing decodes)."""
+        self._codec = av.CodecContext.create(_DECODERS[mime], "r")
+        self._codec.thread_count = 1  # on the event loop: no threads, no frame delay
+        if light:
+            self._codec.options = {"skip_loop_filter": "nokey"}
+        self._codec_name = mime
+        self.decoding_light = light
 
     def _decode_other(self, codec: Any, data: bytes, timestamp: int) -> None:
         from aiortc.codecs import get_decoder

@@ -57,6 +57,7 @@ class WebRtcCall:
         peer_timeout: float = 30.0,
         on_closed: Callable[[WebRtcCall], None] | None = None,
         lean_video: Callable[[], bool] = lambda: False,
+        light_video: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pc = pc
         self.conversation = conversation
@@ -66,6 +67,8 @@ class WebRtcCall:
         self.lean_video = lean_video
         """True while this call's cameras are decoded at key frames only (the process is
         overloaded)."""
+        self.light_video = light_video
+        """True while cameras are decoded without the loop filter (the process is busy)."""
         self.closed = asyncio.Event()
         self.ended_reason: str | None = None
         self._closing = False
@@ -188,6 +191,7 @@ class WebRtcCall:
             deliver=sampler.offer,
             request_key_frame=lambda: _ignore(fastpath.request_key_frame(receiver)),
             lean=self.lean_video,
+            light=self.light_video,
             clock=sampler.clock,
         )
         sampler.on_sample = decoder.sampled

@@ -127,6 +127,35 @@ async def test_an_overloaded_bridge_samples_a_periodic_camera_at_its_key_frames(
     assert stats.decode_errors == 0
 
 
+async def test_a_busy_bridge_decodes_cameras_light_and_keeps_every_image(speech_wav) -> None:
+    """Light (the loop busy): no loop filter on inter frames from the next key frame on,
+    still 2 images a second; then the loop filter again, from the next key frame."""
+    speech = load_pcm48(speech_wav)
+    async with run_bridge() as bridge:
+        camera = PeriodicKeyVp8Track(fps=30, key_every=30)
+        peer = TestPeer(bridge.url, LoopingPcmTrack(speech), camera)
+        try:
+            call = await one_call(bridge, peer)
+            [decoder] = call.video_decoders
+            images = bridge.emulator.sessions[0].images
+            load = bridge.manager.load  # (set by hand, as lean above)
+            assert not decoder.decoding_light
+            load.light_cameras.on = True
+            await asyncio.sleep(1.5)  # a key frame came
+            assert decoder.decoding_light
+            before = len(images)
+            await asyncio.sleep(4.0)
+            light_images = len(images) - before
+            load.light_cameras.on = False
+            await asyncio.sleep(1.5)
+            assert not decoder.decoding_light
+        finally:
+            await peer.close()
+    assert 7 <= light_images <= 9
+    assert decoder.gate.stats.decode_errors == 0
+    assert all(i.accepted for i in images)
+
+
 async def test_g711_peer_is_heard_and_hears_the_reply(speech_wav) -> None:
     speech = load_pcm48(speech_wav)
     async with run_bridge() as bridge:

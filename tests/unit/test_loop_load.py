@@ -199,7 +199,7 @@ def test_a_lag_trip_clears_on_time_even_while_the_loop_stays_fairly_busy() -> No
     load, ticks = window()
     ticks.run(40, busy=0.8, lag_s=25 * MS)  # (another process took the core a while)
     assert load.overloaded
-    ticks.run(200, busy=0.8)  # on time again; 80% is under the 90% limit
+    ticks.run(300, busy=0.8)  # on time again; 80% is under the 90% limit
     assert not load.overloaded
 
 
@@ -267,7 +267,7 @@ def test_the_cost_before_lean_is_that_of_its_last_half_second(tick: float) -> No
 @TICKS
 def test_lean_lasts_at_least_its_hold_time(tick: float) -> None:
     load, ticks = default_limit(tick)
-    ticks.seconds(2, busy=0.95)
+    ticks.seconds(4, busy=0.95)  # (light decoding first, for a window)
     assert load.lean
     ticks.seconds(5, busy=0.1)  # room for anything, but not on and off every window
     assert load.lean
@@ -278,7 +278,7 @@ def test_lean_lasts_at_least_its_hold_time(tick: float) -> None:
 @TICKS
 def test_a_late_loop_goes_lean_until_it_is_on_time(tick: float) -> None:
     load, ticks = default_limit(tick)  # (another process takes the core)
-    ticks.seconds(2, busy=0.3, lag_s=25 * MS)
+    ticks.seconds(4, busy=0.3, lag_s=25 * MS)
     assert load.lean
     ticks.seconds(15, busy=0.3, lag_s=6 * MS)  # better, but still late
     assert load.lean
@@ -513,7 +513,7 @@ def test_calls_ending_while_partly_lean_neither_end_lean_early_nor_flap(tick: fl
 
 def test_stopping_the_probe_drops_its_verdicts() -> None:
     load, ticks = default_limit()
-    ticks.run(40, busy=1.0)
+    ticks.run(80, busy=1.0)
     assert load.lean
     assert load.overloaded
     load.stop()
@@ -526,7 +526,7 @@ def test_the_metrics_say_which_processes_refuse_calls_and_which_are_lean() -> No
 
     load, ticks = default_limit()
     metrics = Metrics()
-    metrics.watch_overload(lambda: load.overloaded, lambda: load.lean_share)
+    metrics.watch_overload(lambda: load.overloaded, lambda: load.lean_share, lambda: load.light)
     ticks.run(40, busy=0.8)
     text = metrics.render().decode()
     assert "omni_rtc_overloaded 1.0" in text
@@ -545,8 +545,8 @@ def test_going_lean_is_a_warning_once_per_five_minutes(caplog: pytest.LogCapture
     _, ticks = default_limit()
     caplog.set_level(logging.INFO, logger="omni_rtc.load")
     for _ in range(10):  # lean, then full work again, ten times in ten minutes
-        ticks.seconds(3, busy=0.95)
-        ticks.seconds(57, busy=0.3)
+        ticks.seconds(5, busy=0.95)
+        ticks.seconds(55, busy=0.3)
     started = [r for r in caplog.records if "(fewer images) until it has" in r.getMessage()]
     assert len(started) == 10
     assert [r.levelno for r in started].count(logging.WARNING) == 2  # at 0 and 5 minutes
@@ -561,8 +561,9 @@ def test_a_process_at_capacity_says_so_once_per_five_minutes(
     for _ in range(10):  # in and out of overload for a minute
         ticks.run(60, busy=0.8)
         ticks.run(60, busy=0.4)
-    said = [r for r in caplog.records if r.levelno >= logging.INFO]
-    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]
+    said = [r for r in caplog.records if r.levelno >= logging.INFO and "calls" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]  # refusing, taking
     ticks.run(6000, busy=0.4)  # five minutes later
     ticks.run(60, busy=0.8)
-    assert "(and 9 more times since the last warning)" in caplog.records[-1].getMessage()
+    refusing = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert "(and 9 more times since the last warning)" in refusing[-1]
