@@ -3,12 +3,13 @@
 A camera image between two key frames decodes on top of every frame since the last key
 frame (16 of 30 frames a second for a sender with a key frame a second that ignores
 PLIs); that chain decoding is the biggest single cost of an A/V call on a full core.
-FFmpeg's VP8 and H.264 decoders can skip the in-loop deblocking filter on inter frames
-(``skip_loop_filter=nokey``): 36% less decoding a frame, every image still taken (2 a
-second), at a small loss of fidelity that grows along the chain: measured at the 15th
-frame after a key frame (where the second image of a second comes from), against full
-decoding, 52 dB on peer-bench's test pattern, 39 dB on a panned photo with camera noise,
-36 dB on a Mandelbrot zoom, 31 dB on a synthetic "life" pattern (visible blocks there).
+FFmpeg's VP8 decoder can skip the in-loop deblocking filter on inter frames
+(``skip_loop_filter=nokey``): 27-34% less decoding a frame (``bench/light_decoding.py``),
+every image still taken, at a small loss of fidelity that grows along the chain:
+measured at the 15th frame after a key frame (where the second image of a second comes
+from), against full decoding, 52 dB on peer-bench's test pattern, 39 dB on a panned
+photo with camera noise, 36 dB on a Mandelbrot zoom, 31 dB on a synthetic "life" pattern
+(visible blocks there).
 
 So a loop that gets busy (:data:`LIGHT_BUSY` or ``--max-loop-busy`` if higher, or late)
 decodes cameras *light* (VP8 senders with a key frame at least every 2 s, from their
