@@ -150,6 +150,11 @@ class DecodeGate:
         pay (many frames per image)."""
         if self.pli_state == "honoured" and self._pli_pays(interval):
             return True
+        return self.keys_of_its_own_often(now)
+
+    def keys_of_its_own_often(self, now: float) -> bool:
+        """The sender's own key frames: the last two at most :data:`LEAN_MAX_KEY_PERIOD_S`
+        apart and the last one no older (chains from them stay short)."""
         last, key_interval = self._last_key, self._last_interval
         return (
             last is not None
@@ -370,7 +375,7 @@ class VideoDecoder:
         if not decode:
             return
         if key:
-            self._open_for_key_frame(mime, now, interval)
+            self._open_for_key_frame(mime, now)
         frame = self._decode(mime, data, timestamp)
         if frame is not None:
             self._deliver(frame)
@@ -380,10 +385,11 @@ class VideoDecoder:
         if self.gate.after_sample(self._clock(), self._interval()):
             self._request_key_frame()
 
-    def _open_for_key_frame(self, mime: str, now: float, interval: float) -> None:
+    def _open_for_key_frame(self, mime: str, now: float) -> None:
         """Nothing before a key frame is needed: open the decoder light or in full, as
-        the process asks (light only for VP8 senders whose key frames come often)."""
-        light = mime == "video/vp8" and self._light() and self.gate.keyed_often(now, interval)
+        the process asks (light only for VP8 senders that send key frames of their own
+        often: a sender keyed by our PLIs may stop answering, and its chain grow long)."""
+        light = mime == "video/vp8" and self._light() and self.gate.keys_of_its_own_often(now)
         if self._codec_name != mime or light != self.decoding_light:
             self._open(mime, light=light)
 

@@ -15,7 +15,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from omni_rtc.light_cameras import ENDED, STARTED, LightCameras
 from omni_rtc.loop_load import LoopLoad
-from omni_rtc.media.video_gate import VideoDecoder, is_key_frame
+from omni_rtc.media.video_gate import DecodeGate, VideoDecoder, is_key_frame
 from tests.unit.test_loop_load import MS, TICK, Ticks, default_limit
 from tests.unit.test_video_gate import VP8, vp8_stream
 
@@ -286,3 +286,14 @@ def test_h264_is_decoded_in_full() -> None:
     assert not decoder.decoding_light
     assert len(got) == len(full) == len(stream)
     assert all(np.array_equal(a, b) for a, b in zip(full, got, strict=True))
+
+
+def test_a_sender_keyed_by_our_plis_is_not_decoded_light() -> None:
+    # lean may rely on its answers; light may not (it may stop answering, and the chain
+    # decoded without the loop filter would then drift for as long as it sends no key)
+    gate = DecodeGate()
+    for i in range(30):
+        gate.on_frame(i / 30, i == 0, math.inf, 0.5)
+    gate.pli_state = "honoured"
+    assert gate.keyed_often(1.0, 0.5)
+    assert not gate.keys_of_its_own_often(1.0)
