@@ -144,17 +144,17 @@ class DecodeGate:
     # ---------------------------------------------------------------- decisions
 
     def keyed_often(self, now: float, interval: float) -> bool:
-        """Key frames come often enough to take images from them alone: the last two at
-        most :data:`LEAN_MAX_KEY_PERIOD_S` apart and the last one no older (arrival times
-        on a loaded loop are too jittery for a steady period), or PLIs are answered and
-        pay (many frames per image)."""
+        """Key frames come often enough to take images from them alone: the sender's own
+        (:meth:`keys_of_its_own_often`), or PLIs are answered and pay (many frames per
+        image)."""
         if self.pli_state == "honoured" and self._pli_pays(interval):
             return True
         return self.keys_of_its_own_often(now)
 
     def keys_of_its_own_often(self, now: float) -> bool:
         """The sender's own key frames: the last two at most :data:`LEAN_MAX_KEY_PERIOD_S`
-        apart and the last one no older (chains from them stay short)."""
+        apart and the last one no older (arrival times on a loaded loop are too jittery
+        for a steady period; chains from them stay short)."""
         last, key_interval = self._last_key, self._last_interval
         return (
             last is not None

@@ -16,7 +16,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from omni_rtc.light_cameras import ENDED, STARTED, LightCameras
 from omni_rtc.loop_load import LoopLoad
 from omni_rtc.media.video_gate import DecodeGate, VideoDecoder, is_key_frame
-from tests.unit.test_loop_load import MS, TICK, Ticks, default_limit
+from tests.unit.test_loop_load import MS, TICK, Ticks, default_limit, watched
 from tests.unit.test_video_gate import VP8, vp8_stream
 
 H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
@@ -180,11 +180,8 @@ def test_stopping_the_probe_ends_light_decoding() -> None:
 
 
 def test_the_metrics_show_light_decoding() -> None:
-    from omni_rtc.metrics import Metrics
-
     load, ticks = default_limit()
-    metrics = Metrics()
-    metrics.watch_overload(lambda: load.overloaded, lambda: load.lean_share, lambda: load.light)
+    metrics = watched(load)
     ticks.seconds(4, busy=0.7)
     assert "omni_rtc_video_light 0.0" in metrics.render().decode()
     ticks.seconds(4, busy=0.85)

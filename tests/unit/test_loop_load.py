@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from omni_rtc.loop_load import MAX_LAG_S, TICK_S, LoopLoad
+from omni_rtc.metrics import Metrics
 from tests.helpers import busy_loop, wait_for
 
 MS = 0.001
@@ -521,12 +522,16 @@ def test_stopping_the_probe_drops_its_verdicts() -> None:
     assert not load.overloaded
 
 
-def test_the_metrics_say_which_processes_refuse_calls_and_which_are_lean() -> None:
-    from omni_rtc.metrics import Metrics
-
-    load, ticks = default_limit()
+def watched(load: LoopLoad) -> Metrics:
+    """Metrics that export what ``load`` says, wired as the bridge wires them."""
     metrics = Metrics()
     metrics.watch_overload(lambda: load.overloaded, lambda: load.lean_share, lambda: load.light)
+    return metrics
+
+
+def test_the_metrics_say_which_processes_refuse_calls_and_which_are_lean() -> None:
+    load, ticks = default_limit()
+    metrics = watched(load)
     ticks.run(40, busy=0.8)
     text = metrics.render().decode()
     assert "omni_rtc_overloaded 1.0" in text
