@@ -7,8 +7,10 @@ decides, frame by frame, whether to decode, and when to ask the sender for a key
 
 - a frame the sampler wants now (its next image is due) is decoded if it can be;
 - between images, frames are skipped when a key frame is expected before the next image
-  is due: from a sender with a steady key-frame period (measured), or from a sender that
-  answers PLIs (measured: a key frame arrives soon after we ask, off its own schedule);
+  is due: from a sender with a steady key-frame period (measured on the frames' RTP
+  timestamps, which a busy loop cannot make jitter, and expected where its least delayed
+  frames land), or from a sender that answers PLIs (measured: a key frame arrives soon
+  after we ask, off its own schedule);
 - otherwise the chain from the last key frame is kept, and the frame is decoded.
 
 A sender that ignores PLIs and sends a key frame every second still yields 2 images a
@@ -66,6 +68,8 @@ FRAMES_PER_IMAGE_FOR_PLI = 6
 """Rely on PLIs only when the camera sends at least this many frames per image."""
 PERIOD_TOLERANCE = 0.1
 """Two key-frame intervals within 10% of each other make a steady period."""
+MAX_MEDIA_KEY_INTERVAL_S = 600.0
+"""A longer jump between key frames' media times is a restarted sender, not a period."""
 LEAN_MAX_KEY_PERIOD_S = 2.0
 """Lean decoding (key frames only) only for a sender with a key frame at least this
 often: it still gives an image every 2 s.  Other senders are decoded as usual."""
@@ -105,9 +109,16 @@ class DecodeGate:
         self._probe_misses = 0
         self._ignored_at = -NEVER
         self._last_key: float | None = None
+        self._last_key_media: float | None = None
+        """The last key frame's media time (its RTP timestamp, in seconds), when known."""
         self._period: float | None = None
-        """Key-frame period of the sender, once two intervals in a row agreed."""
+        """Key-frame period of the sender, once two intervals in a row agreed (on the
+        media clock when frames carry their media time, else on arrival)."""
         self._last_interval: float | None = None
+        self._media_offset: float | None = None
+        """Arrival minus media time of the least delayed frame around the last key frame:
+        where an on-time frame lands on our clock."""
+        self._offset_window = NEVER
         self._last_frame: float | None = None
         self._gaps = 0
         self.frame_interval = 1 / 30
@@ -122,7 +133,10 @@ class DecodeGate:
         """When the sender's own next key frame is expected (``NEVER`` if unknown)."""
         if self._period is None or self._last_key is None:
             return NEVER
-        expected = self._last_key + self._period
+        if self._last_key_media is not None and self._media_offset is not None:
+            expected = self._last_key_media + self._period + self._media_offset
+        else:
+            expected = self._last_key + self._period
         if now > expected + self.slack():
             return NEVER  # the period broke: rely on nothing
         return expected
@@ -164,14 +178,24 @@ class DecodeGate:
         )
 
     def on_frame(
-        self, now: float, key: bool, due: float, interval: float, lean: bool = False
+        self,
+        now: float,
+        key: bool,
+        due: float,
+        interval: float,
+        lean: bool = False,
+        media_time: float | None = None,
     ) -> tuple[bool, bool]:
         """``(decode, send_pli)`` for a frame arriving at ``now``.
 
         ``interval`` is the sampler's time between images; ``lean``: this call sheds
         camera work (the process is overloaded): decode only key frames if this sender
-        sends them often enough.
+        sends them often enough.  ``media_time``: the frame's capture time on the
+        sender's clock (its RTP timestamp in seconds, from any origin): key-frame periods
+        are then measured on it, exact however late frames arrive on a busy loop.
         """
+        if media_time is not None:
+            self._offset_window = min(self._offset_window, now - media_time)
         if self._last_frame is not None:
             gap = now - self._last_frame
             if 0 < gap < 1:
@@ -181,7 +205,7 @@ class DecodeGate:
         self._last_frame = now
         self._check_pli_timeout(now)
         if key:
-            self._key_arrived(now)
+            self._key_arrived(now, media_time)
         if due == NEVER:
             decode = False
         elif key:
@@ -257,12 +281,16 @@ class DecodeGate:
             return False  # the sender's own key frame will do
         return due - now <= self._pli_lead()
 
-    def _key_arrived(self, now: float) -> None:
+    def _key_arrived(self, now: float, media_time: float | None) -> None:
         self.stats.key_frames += 1
         sent = self._pli_sent_at
-        natural = self.natural_key_at(now)
-        if natural != NEVER and abs(now - natural) <= self.slack():
+        interval = self._key_interval(now, media_time)
+        if self._on_schedule(now, media_time, interval):
             sent = None  # on the sender's own schedule: not an answer
+        self._last_key = now
+        self._last_key_media = media_time
+        self._media_offset = None if media_time is None else self._offset_window
+        self._offset_window = NEVER if media_time is None else now - media_time
         if sent is not None and now - sent <= PLI_WAIT_S:
             self._pli_sent_at = None
             self.stats.plis_answered += 1
@@ -273,16 +301,36 @@ class DecodeGate:
                 if self._probe_answers >= PROBES_TO_TRUST:
                     self.pli_state = "honoured"
             # A key frame we asked for says nothing about the sender's own period.
-            self._last_key = now
             self._period = self._last_interval = None
             return
-        if self._last_key is not None:
-            interval = now - self._last_key
-            last = self._last_interval
-            steady = last is not None and abs(interval - last) <= PERIOD_TOLERANCE * last
-            self._period = interval if steady else None
-            self._last_interval = interval
-        self._last_key = now
+        if interval is None:
+            self._period = self._last_interval = None
+            return
+        last = self._last_interval
+        steady = last is not None and abs(interval - last) <= PERIOD_TOLERANCE * last
+        self._period = interval if steady else None
+        self._last_interval = interval
+
+    def _on_schedule(self, now: float, media_time: float | None, interval: float | None) -> bool:
+        """This key frame is the one the sender's period predicted: its media time says
+        so exactly, however late it arrived; without one, its arrival must be close."""
+        if self._period is None:
+            return False
+        if media_time is not None and self._last_key_media is not None:
+            return interval is not None and abs(interval - self._period) <= self.slack()
+        natural = self.natural_key_at(now)
+        return natural != NEVER and abs(now - natural) <= self.slack()
+
+    def _key_interval(self, now: float, media_time: float | None) -> float | None:
+        """Since the last key frame: on the media clock when both carry a media time,
+        else on arrival; None for the first key frame, or a media clock that went back
+        or jumped (a restarted sender)."""
+        if self._last_key is None:
+            return None
+        if media_time is None or self._last_key_media is None:
+            return now - self._last_key
+        interval = media_time - self._last_key_media
+        return interval if 0 < interval <= MAX_MEDIA_KEY_INTERVAL_S else None
 
     def _check_pli_timeout(self, now: float) -> None:
         sent = self._pli_sent_at
@@ -369,7 +417,10 @@ class VideoDecoder:
                 self._decode_other(codec, data, timestamp)
             return
         interval = self._interval()
-        decode, send_pli = self.gate.on_frame(now, key, due, interval, self._lean())
+        media_time = timestamp / codec.clockRate if codec.clockRate else None
+        decode, send_pli = self.gate.on_frame(
+            now, key, due, interval, self._lean(), media_time=media_time
+        )
         if send_pli:
             self._request_key_frame()
         if not decode:

@@ -72,13 +72,17 @@ def simulate(
     interval: float = 0.5,
     audio_from: float = 0.0,
     lean: Callable[[float], bool] = lambda now: False,
+    late: Callable[[int], float] = lambda index: 0.0,
+    media_clock: bool = False,
 ) -> Run:
     """A sampler like FrameSampler: sleeps until ``due``, then takes the newest decoded
     frame (or the next one decoded, if none is waiting).  ``lean(now)``: the process
-    is overloaded."""
+    is overloaded; ``late(index)``: how late frame ``index`` arrives (in order);
+    ``media_clock``: frames carry their capture time (RTP timestamp), as from WebRTC."""
     run = Run()
     due = -math.inf
     fresh_at: float | None = None
+    arrived = -math.inf
 
     def take(at: float) -> None:
         nonlocal due, fresh_at
@@ -89,12 +93,20 @@ def simulate(
             sender.pli(at)
 
     for i in range(int(seconds * sender.fps)):
-        now = i / sender.fps
+        captured = i / sender.fps
+        now = arrived = max(arrived, captured + late(i))
         if fresh_at is not None and due <= now and now >= audio_from:
             take(max(due, fresh_at, audio_from))  # woke at due with a frame waiting
         key = sender.is_key(i, now)
         can_send = now >= audio_from
-        decode, pli = run.gate.on_frame(now, key, due if can_send else NEVER, interval, lean(now))
+        decode, pli = run.gate.on_frame(
+            now,
+            key,
+            due if can_send else NEVER,
+            interval,
+            lean(now),
+            media_time=captured if media_clock else None,
+        )
         if pli:
             sender.pli(now)
         run.frames += 1
@@ -202,6 +214,50 @@ def test_lean_keeps_decoding_senders_whose_key_frames_are_rare(sender: Sender) -
     full = simulate(Sender(sender.fps, sender.key_every, sender.honours_pli), seconds=30)
     assert lean.images_between(11, 20) == full.images_between(11, 20) >= 17
     assert lean.decoded == full.decoded
+
+
+def busy_loop_lateness(seed: int = 7) -> Callable[[int], float]:
+    """Key frames (several packets) up to 150 ms late, inter frames up to 20 ms."""
+    rng = np.random.default_rng(seed)
+    key_late, inter_late = rng.uniform(0, 0.15, 3000), rng.uniform(0, 0.02, 3000)
+    return lambda index: float(key_late[index] if index % 30 == 0 else inter_late[index])
+
+
+def test_late_key_frames_keep_their_period_on_the_media_clock() -> None:
+    # a key frame every second, arriving 0-150 ms late: on arrival times two intervals
+    # in a row often differ by more than 10%, the period breaks and the whole second is
+    # decoded; their RTP timestamps say 1.000 s every time
+    by_arrival = simulate(Sender(), seconds=60, late=busy_loop_lateness())
+    by_media = simulate(Sender(), seconds=60, late=busy_loop_lateness(), media_clock=True)
+    per_second = [by_media.decoded_between(s + 0.5, s + 1.5) for s in range(3, 59)]
+    assert max(per_second) <= 21  # key frame .. second image, every second
+    assert max(by_arrival.decoded_between(s + 0.5, s + 1.5) for s in range(3, 59)) == 30
+    assert by_media.images_per_s >= 1.9
+    assert np.diff(by_media.images).min() >= 0.49
+    assert by_media.gate.stats.plis == 0
+
+
+def test_a_late_periodic_key_frame_is_not_taken_for_an_answer_to_a_pli() -> None:
+    gate = DecodeGate()
+    for index in range(89):  # 30 fps on time, a key frame a second: a steady period
+        at = index / 30
+        gate.on_frame(at, index % 30 == 0, math.floor(at * 2 + 1) / 2, 0.5, media_time=at)
+    # the loop stalls: the frame before the key frame comes 180 ms late, the image due
+    # at 3.0 waits for the key frame, which is overdue: ask for one...
+    decode, pli = gate.on_frame(3.147, False, 3.0, 0.5, media_time=88 / 30)
+    assert (decode, pli) == (False, True)
+    gate.on_frame(3.2, True, 3.0, 0.5, media_time=3.0)  # ...it comes, on its schedule
+    assert gate.stats.plis_answered == 0  # not an answer: the sender is not "honoured"
+    assert gate.natural_key_at(3.3) == pytest.approx(4.0, abs=0.02)  # period kept
+
+
+def test_a_restarted_sender_makes_no_period_from_its_media_clock() -> None:
+    gate = DecodeGate()
+    for second, media in ((0.0, 50.0), (1.0, 51.0), (2.0, 52.0), (3.0, 0.0), (4.0, 1.0)):
+        gate.on_frame(second, True, -math.inf, 0.5, media_time=media)
+        if second == 2.0:
+            assert gate.natural_key_at(2.1) == pytest.approx(3.0, abs=0.01)
+    assert gate.natural_key_at(4.1) == NEVER  # one interval since the restart: not yet
 
 
 def test_irregular_key_frames_do_not_make_a_period() -> None:
