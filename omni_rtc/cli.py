@@ -93,6 +93,7 @@ def _emulator_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--log-level",
         default="INFO",
+        type=str.upper,
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="DEBUG, INFO, WARNING (default INFO)",
     )

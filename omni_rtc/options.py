@@ -384,8 +384,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--log-level",
         "OMNI_RTC_LOG_LEVEL",
-        "DEBUG, INFO, WARNING or ERROR",
+        "how much to log, in upper or lower case",
         "INFO",
+        str.upper,
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     ),
 )

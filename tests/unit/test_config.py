@@ -43,6 +43,14 @@ def test_env_vars_and_flags() -> None:
     assert "sk-abc" not in repr(settings)
 
 
+def test_log_level_in_any_case_from_flag_or_env() -> None:
+    assert Settings.from_argv(["--log-level", "debug"], environ={}).log_level == "DEBUG"
+    env = {"OMNI_RTC_LOG_LEVEL": "warning"}
+    assert Settings.from_argv([], environ=env).log_level == "WARNING"
+    with pytest.raises(ValueError, match="OMNI_RTC_LOG_LEVEL"):
+        Settings.from_argv([], environ={"OMNI_RTC_LOG_LEVEL": "loud"})
+
+
 def test_openai_provider_reads_its_own_key() -> None:
     settings = Settings.from_argv(["--provider", "openai"], environ={"OPENAI_API_KEY": "sk-oa"})
     assert settings.api_key == "sk-oa"
