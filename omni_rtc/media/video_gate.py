@@ -68,6 +68,10 @@ FRAMES_PER_IMAGE_FOR_PLI = 6
 """Rely on PLIs only when the camera sends at least this many frames per image."""
 PERIOD_TOLERANCE = 0.1
 """Two key-frame intervals within 10% of each other make a steady period."""
+KEY_LOSS_DISTRUST_S = 10.0
+"""After a key frame of the sender's period went missing (lost on the way, or never
+sent: a starved sender drops frames), frames are not skipped in wait for its next ones
+for this long: no image waits for a key frame that may not come."""
 MAX_MEDIA_KEY_INTERVAL_S = 600.0
 """A longer jump between key frames' media times is a restarted sender, not a period."""
 LEAN_MAX_KEY_PERIOD_S = 2.0
@@ -119,6 +123,7 @@ class DecodeGate:
         """Arrival minus media time of the least delayed frame around the last key frame:
         where an on-time frame lands on our clock."""
         self._offset_window = NEVER
+        self._distrust_until = -NEVER
         self._last_frame: float | None = None
         self._gaps = 0
         self.frame_interval = 1 / 30
@@ -131,7 +136,7 @@ class DecodeGate:
 
     def natural_key_at(self, now: float) -> float:
         """When the sender's own next key frame is expected (``NEVER`` if unknown)."""
-        if self._period is None or self._last_key is None:
+        if self._period is None or self._last_key is None or now < self._distrust_until:
             return NEVER
         if self._last_key_media is not None and self._media_offset is not None:
             expected = self._last_key_media + self._period + self._media_offset
@@ -306,6 +311,8 @@ class DecodeGate:
         if interval is None:
             self._period = self._last_interval = None
             return
+        if self._missed_one(media_time, interval):
+            self._distrust_until = now + KEY_LOSS_DISTRUST_S
         last = self._last_interval
         steady = last is not None and abs(interval - last) <= PERIOD_TOLERANCE * last
         self._period = interval if steady else None
@@ -320,6 +327,15 @@ class DecodeGate:
             return interval is not None and abs(interval - self._period) <= self.slack()
         natural = self.natural_key_at(now)
         return natural != NEVER and abs(now - natural) <= self.slack()
+
+    def _missed_one(self, media_time: float | None, interval: float) -> bool:
+        """On the media clock, this key frame came a period (or more) later than the
+        one the sender's period promised: that one never arrived."""
+        return (
+            media_time is not None
+            and self._period is not None
+            and interval > self._period + self.slack()
+        )
 
     def _key_interval(self, now: float, media_time: float | None) -> float | None:
         """Since the last key frame: on the media clock when both carry a media time,

@@ -74,11 +74,13 @@ def simulate(
     lean: Callable[[float], bool] = lambda now: False,
     late: Callable[[int], float] = lambda index: 0.0,
     media_clock: bool = False,
+    lost: Callable[[int], bool] = lambda index: False,
 ) -> Run:
     """A sampler like FrameSampler: sleeps until ``due``, then takes the newest decoded
     frame (or the next one decoded, if none is waiting).  ``lean(now)``: the process
     is overloaded; ``late(index)``: how late frame ``index`` arrives (in order);
-    ``media_clock``: frames carry their capture time (RTP timestamp), as from WebRTC."""
+    ``media_clock``: frames carry their capture time (RTP timestamp), as from WebRTC;
+    ``lost(index)``: frame ``index`` never arrives."""
     run = Run()
     due = -math.inf
     fresh_at: float | None = None
@@ -94,6 +96,8 @@ def simulate(
 
     for i in range(int(seconds * sender.fps)):
         captured = i / sender.fps
+        if lost(i):
+            continue
         now = arrived = max(arrived, captured + late(i))
         if fresh_at is not None and due <= now and now >= audio_from:
             take(max(due, fresh_at, audio_from))  # woke at due with a frame waiting
@@ -235,6 +239,17 @@ def test_late_key_frames_keep_their_period_on_the_media_clock() -> None:
     assert by_media.images_per_s >= 1.9
     assert np.diff(by_media.images).min() >= 0.49
     assert by_media.gate.stats.plis == 0
+
+
+def test_after_a_lost_key_frame_no_image_waits_for_the_next_for_ten_seconds() -> None:
+    # the key frames at 10 s and 14 s never arrive (lost, or a starved sender dropped
+    # them); the first loss costs the images until 11 s (nothing to decode from), then
+    # the chains are decoded in full for 10 s: the second loss costs no image
+    run = simulate(Sender(), seconds=30, media_clock=True, lost=lambda index: index in (300, 420))
+    after_first = [at for at in run.images if 11 <= at < 22]
+    assert len(after_first) == 22
+    assert np.diff(after_first).max() <= 0.51
+    assert run.decoded_between(25, 29) <= 4 * 17  # trusted again: key frame .. 2nd image
 
 
 def test_a_late_periodic_key_frame_is_not_taken_for_an_answer_to_a_pli() -> None:
