@@ -70,9 +70,10 @@ PERIOD_TOLERANCE = 0.1
 """Two key-frame intervals within 10% of each other make a steady period."""
 KEY_LOSS_DISTRUST_S = 10.0
 """After a key frame of the sender's period went missing (lost on the way, or never
-sent: a starved sender drops frames), frames are not skipped in wait for its next ones
-for this long: no image waits for a key frame that may not come."""
-MAX_MEDIA_KEY_INTERVAL_S = 600.0
+sent: a starved sender drops frames), no frame is skipped in wait for its next ones for
+this long, so no image waits for a key frame that may not come (lean decoding, which
+takes images from key frames alone, still may)."""
+MAX_MEDIA_KEY_INTERVAL_S = 60.0
 """A longer jump between key frames' media times is a restarted sender, not a period."""
 LEAN_MAX_KEY_PERIOD_S = 2.0
 """Lean decoding (key frames only) only for a sender with a key frame at least this
@@ -120,8 +121,9 @@ class DecodeGate:
         media clock when frames carry their media time, else on arrival)."""
         self._last_interval: float | None = None
         self._media_offset: float | None = None
-        """Arrival minus media time of the least delayed frame around the last key frame:
-        where an on-time frame lands on our clock."""
+        """Arrival minus media time of the least delayed frame from the key frame before
+        the last one to the last one, both included: where an on-time frame lands on our
+        clock."""
         self._offset_window = NEVER
         self._distrust_until = -NEVER
         self._last_frame: float | None = None
@@ -172,8 +174,8 @@ class DecodeGate:
 
     def keys_of_its_own_often(self, now: float) -> bool:
         """The sender's own key frames: the last two at most :data:`LEAN_MAX_KEY_PERIOD_S`
-        apart and the last one no older (arrival times on a loaded loop are too jittery
-        for a steady period; chains from them stay short)."""
+        apart and the last one no older (no steady period needed: chains from them stay
+        short)."""
         last, key_interval = self._last_key, self._last_interval
         return (
             last is not None
@@ -215,7 +217,7 @@ class DecodeGate:
             decode = False
         elif key:
             # Decode unless another key frame comes before the sampler needs one.
-            decode = due - now <= self._key_gap(interval) + self.slack()
+            decode = due - now <= self._key_gap(now, interval) + self.slack()
         elif not self.chain or (lean and self.keyed_often(now, interval)):
             decode = False
         elif due <= now:
@@ -267,8 +269,9 @@ class DecodeGate:
         self._last_pli = now
         self.stats.plis += 1
 
-    def _key_gap(self, interval: float) -> float:
-        gap = self._period if self._period is not None else NEVER
+    def _key_gap(self, now: float, interval: float) -> float:
+        trusted = self._period is not None and now >= self._distrust_until
+        gap = self._period if self._period is not None and trusted else NEVER
         if self.pli_state == "honoured" and self._pli_pays(interval):
             gap = min(gap, self._pli_lead())
         return gap
@@ -288,10 +291,14 @@ class DecodeGate:
 
     def _key_arrived(self, now: float, media_time: float | None) -> None:
         self.stats.key_frames += 1
+        if media_time is not None and media_time == self._last_key_media:
+            return  # the same key frame again (repeated): nothing new about the period
         sent = self._pli_sent_at
         interval = self._key_interval(now, media_time)
         if self._on_schedule(now, media_time, interval):
             sent = None  # on the sender's own schedule: not an answer
+        if self._missed_one(media_time, interval):
+            self._distrust_until = now + KEY_LOSS_DISTRUST_S
         self._last_key = now
         self._last_key_media = media_time
         self._media_offset = None if media_time is None else self._offset_window
@@ -311,30 +318,35 @@ class DecodeGate:
         if interval is None:
             self._period = self._last_interval = None
             return
-        if self._missed_one(media_time, interval):
-            self._distrust_until = now + KEY_LOSS_DISTRUST_S
         last = self._last_interval
         steady = last is not None and abs(interval - last) <= PERIOD_TOLERANCE * last
         self._period = interval if steady else None
         self._last_interval = interval
 
     def _on_schedule(self, now: float, media_time: float | None, interval: float | None) -> bool:
-        """This key frame is the one the sender's period predicted: its media time says
-        so exactly, however late it arrived; without one, its arrival must be close."""
-        if self._period is None:
+        """This key frame is one the sender's period predicted: on the media clock a
+        whole number of periods after the last one (some may have been lost), however
+        late it arrived; without media times, its arrival must be close to the predicted
+        one."""
+        period = self._period
+        if period is None:
             return False
         if media_time is not None and self._last_key_media is not None:
-            return interval is not None and abs(interval - self._period) <= self.slack()
+            if interval is None:
+                return False
+            periods = round(interval / period)
+            return periods >= 1 and abs(interval - periods * period) <= self.slack()
         natural = self.natural_key_at(now)
         return natural != NEVER and abs(now - natural) <= self.slack()
 
-    def _missed_one(self, media_time: float | None, interval: float) -> bool:
-        """On the media clock, this key frame came a period (or more) later than the
-        one the sender's period promised: that one never arrived."""
+    def _missed_one(self, media_time: float | None, interval: float | None) -> bool:
+        """On the media clock, this key frame came two periods (or more) after the last
+        one: the one between never arrived."""
         return (
             media_time is not None
+            and interval is not None
             and self._period is not None
-            and interval > self._period + self.slack()
+            and interval >= 2 * self._period - self.slack()
         )
 
     def _key_interval(self, now: float, media_time: float | None) -> float | None:
