@@ -126,6 +126,8 @@ class DecodeGate:
         clock."""
         self._offset_window = NEVER
         self._distrust_until = -NEVER
+        self._last_gap: float | None = None
+        """The last interval between two key frames, answers to PLIs included."""
         self._last_frame: float | None = None
         self._gaps = 0
         self.frame_interval = 1 / 30
@@ -256,10 +258,21 @@ class DecodeGate:
             or not self._pli_pays(interval)
             or now - quiet_since < PROBE_AFTER_S
             or now - self._last_pli < PLI_MIN_GAP_S
+            or self._own_key_may_come(now)
         ):
             return False
         self._sent_pli(now, "probe")
         return True
+
+    def _own_key_may_come(self, now: float) -> bool:
+        """The last interval between key frames (whatever sent them), repeated, would
+        bring one while a probe waits for its answer: it could not tell them apart (a
+        sender with a key frame every 2-2.4 s would pass for one that answers)."""
+        last, gap = self._last_key, self._last_gap
+        if last is None or gap is None:
+            return False
+        coming = last + gap - now
+        return -self.slack() <= coming <= PLI_WAIT_S + self.slack()
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -299,6 +312,7 @@ class DecodeGate:
             sent = None  # on the sender's own schedule: not an answer
         if self._missed_one(media_time, interval):
             self._distrust_until = now + KEY_LOSS_DISTRUST_S
+        self._last_gap = interval
         self._last_key = now
         self._last_key_media = media_time
         self._media_offset = None if media_time is None else self._offset_window
