@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .log import setup_logging
-from .option_values import integer, number, positive_number
+from .option_values import LOG_LEVELS, integer, number, positive_number
 
 Subparsers = argparse._SubParsersAction  # argparse's type for add_subparsers()
 
@@ -94,8 +94,8 @@ def _emulator_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "--log-level",
         default="INFO",
         type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="DEBUG, INFO, WARNING (default INFO)",
+        choices=LOG_LEVELS,
+        help="how much to log, in upper or lower case (default INFO)",
     )
 
 

@@ -217,18 +217,19 @@ class LoopLoad:
             self._too_busy = True
         elif busy < self.clear_busy:
             self._too_busy = False
-        if lag > MAX_LAG_S:
+        late = lag > MAX_LAG_S
+        if late:
             self._too_late = True
         elif lag < CLEAR_LAG_S:
             self._too_late = False
-        light = self.light_cameras.judge(wall, busy, late=lag > MAX_LAG_S, lean=self.cameras.active)
+        light = self.light_cameras.judge(wall, busy, late=late, lean=self.cameras.active)
         if light is not None:
             log.info("%s: %s", self.describe(), light)
         change = self.cameras.judge(
             wall,
             busy,
             self._busy_over(self._before_lean_ticks),
-            late=lag > MAX_LAG_S,
+            late=late,
             on_time=lag < CLEAR_LAG_S,
             may_start=(
                 self.light_cameras.shown(wall) or busy >= SATURATED_BUSY or lag >= SATURATED_LAG_S

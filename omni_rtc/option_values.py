@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 TURN_DETECTION_MODES = ("server_vad", "manual")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_TOKEN_CHARS = 16
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from .media import DEFAULT_CHUNK_MS
 from .option_values import (
     DEFAULT_RATE_LIMIT,
+    LOG_LEVELS,
     TURN_DETECTION_MODES,
     cidr,
     integer,
@@ -387,7 +388,7 @@ OPTIONS: tuple[Option, ...] = (
         "how much to log, in upper or lower case",
         "INFO",
         str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=LOG_LEVELS,
     ),
 )
 

@@ -140,12 +140,13 @@ class DecodeGate:
 
     def natural_key_at(self, now: float) -> float:
         """When the sender's own next key frame is expected (``NEVER`` if unknown)."""
-        if self._period is None or self._last_key is None or now < self._distrust_until:
+        period = self._trusted_period(now)
+        if period is None or self._last_key is None:
             return NEVER
         if self._last_key_media is not None and self._media_offset is not None:
-            expected = self._last_key_media + self._period + self._media_offset
+            expected = self._last_key_media + period + self._media_offset
         else:
-            expected = self._last_key + self._period
+            expected = self._last_key + period
         if now > expected + self.slack():
             return NEVER  # the period broke: rely on nothing
         return expected
@@ -282,9 +283,13 @@ class DecodeGate:
         self._last_pli = now
         self.stats.plis += 1
 
+    def _trusted_period(self, now: float) -> float | None:
+        """The sender's period, unless a key frame went missing lately."""
+        return self._period if now >= self._distrust_until else None
+
     def _key_gap(self, now: float, interval: float) -> float:
-        trusted = self._period is not None and now >= self._distrust_until
-        gap = self._period if self._period is not None and trusted else NEVER
+        period = self._trusted_period(now)
+        gap = period if period is not None else NEVER
         if self.pli_state == "honoured" and self._pli_pays(interval):
             gap = min(gap, self._pli_lead())
         return gap
