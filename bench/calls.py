@@ -31,6 +31,7 @@ import time
 import aiohttp
 import av
 import numpy as np
+import stopping
 from aiohttp import web
 from aiortc import (
     RTCConfiguration,
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve_baseline(args.serve_baseline))
         return
     restrict_host_addresses(["127.0.0.1"])
-    asyncio.run(run(args.calls, args.seconds, args.camera_fps))
+    stopping.run(run(args.calls, args.seconds, args.camera_fps))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from omni_rtc.ice import restrict_host_addresses
 from omni_rtc.transports import aiortc_fastpath as fastpath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stopping
 from calls import wait_http
 from sip import HOST, free_port, stop_processes
 
@@ -290,7 +291,7 @@ if __name__ == "__main__":
         help="an argument for omni-rtc serve (repeat), e.g. --serve-arg=--max-loop-busy=0",
     )
     args = parser.parse_args()
-    asyncio.run(
+    stopping.run(
         main(
             args.calls,
             args.minutes,

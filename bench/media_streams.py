@@ -26,6 +26,7 @@ import time
 
 import aiohttp
 import numpy as np
+import stopping
 
 from omni_rtc.media.g711 import ulaw_decode, ulaw_encode
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     port, processes = start_servers(args.calls)
     try:
-        asyncio.run(run(args.calls, args.seconds, port, processes[0]))
+        stopping.run(run(args.calls, args.seconds, port, processes[0]))
     finally:
         for process in processes:
             process.terminate()

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import stopping
 
 from omni_rtc.sip.codecs import AudioEncoder, pcm_frame
 from omni_rtc.sip.media import RtpEndpoint
@@ -313,4 +314,4 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--server", choices=("bridge", "demo"), default="bridge")
     args = parser.parse_args()
-    asyncio.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.server))
+    stopping.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.server))

@@ -28,6 +28,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stopping
 from calls import ClickTrack, free_port, wait_http
 
 from omni_rtc.emulator import Emulator, EmulatorConfig
@@ -197,7 +198,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args()
-    asyncio.run(run(args.calls, args.parallel))
+    stopping.run(run(args.calls, args.parallel))
 
 
 if __name__ == "__main__":

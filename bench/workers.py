@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stopping
 from sip import HOST, SIP_PORT, free_port, load_step, stop_processes
 
 
@@ -134,4 +135,4 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--quota", type=float, default=None, help="cores per worker (cgroup)")
     args = parser.parse_args()
-    asyncio.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.quota))
+    stopping.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.quota))
