@@ -113,8 +113,8 @@ OPTIONS: tuple[Option, ...] = (
         "--max-calls",
         "OMNI_RTC_MAX_CALLS",
         "concurrent calls each worker process accepts (an A/V call with a 30 fps camera "
-        "costs 5-9% of a core, a G.711 SIP call ~1%: README Benchmarks); /healthz shows "
-        "the sum",
+        "costs 4-9% of a core among many, 9-18% alone, a G.711 SIP call ~1%: README "
+        "Benchmarks); /healthz shows the sum",
         6,
         positive_int,
     ),
