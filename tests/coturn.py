@@ -25,9 +25,19 @@ class Coturn:
 
 
 def _free_port(ip: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
+    """A port free for both UDP and TCP: coturn listens on both, and a TCP listener
+    cannot bind a port that an open TCP connection uses as its local port (seen in CI:
+    coturn then runs without listening on TCP)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((ip, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((ip, port))
+                except OSError:
+                    continue
+                return port
 
 
 @contextlib.contextmanager
@@ -75,7 +85,7 @@ def run_coturn(
                 if probe.connect_ex((ip, port)) == 0:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("coturn did not start")
+                raise RuntimeError(f"coturn did not listen on {ip}:{port} (TCP) within 10 s")
             time.sleep(0.1)
         yield Coturn(port, secret, ip)
     finally:
