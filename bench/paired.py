@@ -22,10 +22,14 @@ most ~40% of a core per server: two servers share one core.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import statistics
 import string
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -62,15 +66,44 @@ def start(order: list[tuple[str, str]], ns: str, media: str) -> tuple[subprocess
     for name, command in order:
         if command:
             args += ["--target", f"{name}={command}"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, for stop_run
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
         fresh = set(OUT.glob("bench-*")) - before if OUT.exists() else set()
         if fresh:
             return process, max(fresh)
         time.sleep(0.1)
-    process.kill()
+    stop_run(process)
     raise SystemExit("peer-bench did not start (run ../shared/peer-bench/setup.sh once)")
+
+
+def stop_run(run: subprocess.Popen[str]) -> None:
+    """End a peer-bench run that is still going (this script was stopped) with all it
+    started: neither signal stops a peer-bench run cleanly (SIGTERM orphans the servers it
+    measures, SIGINT only ends the current measurement), so the run's whole process group
+    gets SIGTERM, and SIGKILL if anything in it is left after 10 s."""
+    if run.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        run.poll()  # reaped: a zombie would still count as the group's member
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
 
 
 def cpu_per_call(directory: Path) -> dict[tuple[str, int], float]:
@@ -103,10 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[int, list[float]] = defaultdict(list)
     (a_name, _), (b_name, _) = args.a, args.b
     for round_ in range(1, args.rounds + 1):
-        first, first_dir = start([args.a, args.b], args.ns, args.media)
-        time.sleep(1.5)  # peer-bench names its output directory by the second
-        second, second_dir = start([args.b, args.a], args.ns, args.media)
-        if first.wait() or second.wait():
+        runs: list[subprocess.Popen[str]] = []
+        try:
+            first, first_dir = start([args.a, args.b], args.ns, args.media)
+            runs.append(first)
+            time.sleep(1.5)  # peer-bench names its output directory by the second
+            second, second_dir = start([args.b, args.a], args.ns, args.media)
+            runs.append(second)
+            failed = first.wait() or second.wait()
+        finally:
+            for run in runs:
+                stop_run(run)
+        if failed:
             print(f"a peer-bench run failed: see bench.log in {first_dir} / {second_dir}")
             return 1
         ab, ba = cpu_per_call(first_dir), cpu_per_call(second_dir)
@@ -136,4 +177,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     raise SystemExit(main())
