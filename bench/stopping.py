@@ -21,7 +21,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     terminated = False
 
     async def until_sigterm() -> None:
-        nonlocal terminated
         task = asyncio.current_task()
         assert task is not None
 
