@@ -29,10 +29,11 @@ import signal
 import statistics
 import string
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import stopping
 
 KIT = Path(__file__).resolve().parent.parent.parent / "shared" / "peer-bench"
 RUNNER = KIT / "peers" / "run_peer_bench.sh"
@@ -177,5 +178,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    stopping.exit_on_sigterm()
     raise SystemExit(main())

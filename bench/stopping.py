@@ -11,6 +11,12 @@ from typing import Any
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
+def exit_on_sigterm() -> None:
+    """For a script without an event loop: SIGTERM raises SystemExit(143), so its
+    ``finally`` blocks run (Python's default SIGTERM skips them)."""
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(SIGTERM_EXIT))
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """``asyncio.run(main)``, where SIGTERM cancels ``main`` and exits 143.
 
