@@ -125,6 +125,18 @@ def test_digest_round_trip(algorithm: str) -> None:
     assert bad.verdict is Verdict.FORBIDDEN
 
 
+def test_every_nonce_we_issue_is_fresh_when_answered() -> None:
+    """Regression: the nonce's stamp went to seconds and back before its MAC was checked,
+    and 368 of these 2000 milliseconds came back one short (a sipp login failed in CI)."""
+    auth = Authenticator(username="alice", password="pw", secret=b"k" * 32)
+    stale = [
+        ms
+        for ms in range(16_698_000, 16_700_000)
+        if auth._nonce_state(auth.make_nonce(ms / 1000), ms / 1000 + 0.5) != "fresh"
+    ]
+    assert stale == []
+
+
 def test_forged_nonce_is_rechallenged_and_allow_list_skips_auth() -> None:
     auth = Authenticator(allow=["10.0.0.0/8"], username="alice", password="pw")
     forged = auth.make_nonce(5.0)[:-2] + "AA"
