@@ -1,11 +1,14 @@
 """Long A/V calls: does the server's memory stay flat over a 30-minute run?
 
 Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60] [--spacing S]
-[--clip WEBM] [--serve-arg=ARG ...]`` (inside a network namespace, or where 127.0.0.1 is
-fine; ``--spacing``: seconds between call starts, so that the server's overload guard can
-refuse the calls it cannot hold; ``--clip``: replay a WebM's VP8 and Opus instead, e.g.
-peer-bench's ``media/av.webm``; ``--serve-arg``: passed on to ``omni-rtc serve``, e.g.
-``--serve-arg=--max-loop-busy=0``). ``omni-rtc serve --workers 1`` runs pinned to CPU 0
+[--clip WEBM] [--serve-arg=ARG ...] [--beeps PEER_BENCH]`` (inside a network namespace, or
+where 127.0.0.1 is fine; ``--spacing``: seconds between call starts, so that the server's
+overload guard can refuse the calls it cannot hold; ``--clip``: replay a WebM's VP8 and
+Opus instead, e.g. peer-bench's ``media/av.webm``; ``--serve-arg``: passed on to
+``omni-rtc serve``, e.g. ``--serve-arg=--max-loop-busy=0``; ``--beeps``: 15 s after the
+calls are up, one more call beside them plays peer-bench's beeps through the bridge and
+back (its ``peers/peer_client.py latency``), so the beep round trip is measured under
+this load rather than on an idle server). ``omni-rtc serve --workers 1`` runs pinned to CPU 0
 against ``omni-rtc emulator --reply live`` (every caller chunk comes straight back as
 reply audio); this script, on CPU 1, holds N calls open, each sending a 640x480 30 fps VP8
 camera (a key frame a second, like peer-bench's client) and Opus audio, both encoded once
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import fractions
+import json
 import os
 import sys
 import time
@@ -47,6 +51,8 @@ from calls import wait_http
 from sip import HOST, free_port, stop_processes
 
 FPS = 30
+BEEPS_AFTER_S = 15.0
+"""The beep call starts this long after the load is up (its first second is the worst)."""
 VIDEO_CLOCK = fractions.Fraction(1, 90_000)
 AUDIO_CLOCK = fractions.Fraction(1, 48_000)
 
@@ -186,6 +192,34 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
+async def beep_round_trip(peer_bench: Path, url: str) -> str:
+    """peer-bench's latency client, one call of 10 beeps beside the load: its summary."""
+    await asyncio.sleep(BEEPS_AFTER_S)
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, str(peer_bench / "peers" / "peer_client.py"), "latency",
+        "--url", url, "--mode", "none",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await client.communicate()
+    finally:
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+    lines = out.decode().strip().splitlines()
+    if client.returncode != 0 or not lines:
+        last = err.decode().strip().splitlines()[-1:] or [f"exit {client.returncode}"]
+        return f"beep call failed: {last[0]}"
+    result = json.loads(lines[-1])
+    if "median_ms" not in result:
+        return f"beep call: no beep came back ({result})"
+    return (
+        f"beep round trip beside the calls: median {result['median_ms']} ms "
+        f"({result['min_ms']}-{result['max_ms']}), "
+        f"{len(result['latency_ms'])} of {result['beeps_sent']} beeps back"
+    )
+
+
 async def main(
     calls: int,
     minutes: float,
@@ -194,6 +228,7 @@ async def main(
     spacing: float,
     clip: str | None,
     serve_args: list[str],
+    peer_bench: Path | None,
 ) -> None:
     video, audio = read_clip(clip) if clip else encode_clip()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -213,6 +248,7 @@ async def main(
     restrict_host_addresses([HOST])
     url = f"http://{HOST}:{port}"
     running: list[Call] = []
+    beeps: asyncio.Task[str] | None = None
     try:
         async with aiohttp.ClientSession() as http:
             await wait_http(f"{url}/healthz", timeout=20)
@@ -229,6 +265,8 @@ async def main(
                 "  min  RSS MB  fds  threads  calls  reply fps (worst)  images/s per call"
                 "  padded/s per call  CPU % (server, emulator, client)"
             )
+            if peer_bench is not None:
+                beeps = asyncio.create_task(beep_round_trip(peer_bench, url))
             samples: list[tuple[float, float]] = []  # (minute, RSS MB)
             frames0 = [c.frames for c in running]
             images0, t0 = await metric(http, url, "omni_rtc_images_sent_total"), time.monotonic()
@@ -250,9 +288,10 @@ async def main(
                 fps = min(((f - f0) / (now - t0) for f, f0, up in rates if up), default=0.0)
                 images = await metric(http, url, "omni_rtc_images_sent_total")
                 active = await metric(http, url, "omni_rtc_calls_active")
-                per_call = (images - images0) / (now - t0) / max(1, active)
+                ours = max(1, sum(live))  # the A/V calls, not the beep call beside them
+                per_call = (images - images0) / (now - t0) / ours
                 padded = await metric(http, url, "omni_rtc_reply_underruns_total")
-                padded_per_call = (padded - padded0) / (now - t0) / max(1, active)
+                padded_per_call = (padded - padded0) / (now - t0) / ours
                 samples.append(((now - start) / 60, rss))
                 print(
                     f"{(now - start) / 60:5.1f}  {rss:6.1f}  {fds:3d}  {threads:7d}  "
@@ -268,7 +307,13 @@ async def main(
                     f"RSS {rss0:.1f} MB at {m0:.0f} min -> {rss1:.1f} MB at {m1:.0f} min "
                     f"({rss1 - rss0:+.1f} MB after warm-up)"
                 )
+            if beeps is not None:
+                print(await beeps)
     finally:
+        if beeps is not None:
+            beeps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beeps
         for call in running:
             await call.pc.close()
         await stop_processes(server, emulator)
@@ -290,7 +335,15 @@ if __name__ == "__main__":
         default=[],
         help="an argument for omni-rtc serve (repeat), e.g. --serve-arg=--max-loop-busy=0",
     )
+    parser.add_argument(
+        "--beeps",
+        type=Path,
+        metavar="PEER_BENCH",
+        help="peer-bench's directory: measure its beep round trip beside the calls",
+    )
     args = parser.parse_args()
+    if args.beeps is not None and not (args.beeps / "peers" / "peer_client.py").is_file():
+        parser.error(f"--beeps: no peers/peer_client.py under {args.beeps}")
     stopping.run(
         main(
             args.calls,
@@ -300,5 +353,6 @@ if __name__ == "__main__":
             args.spacing,
             args.clip,
             args.serve_arg,
+            args.beeps,
         )
     )
