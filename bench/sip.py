@@ -1,8 +1,8 @@
 """SIP/RTP benchmark: CPU per G.711 call, concurrent G.711 calls one core keeps in real
 time, and the latency the RTP endpoint adds in each direction.
 
-Run: ``python bench/sip.py [--calls 10,25,50,75] [--seconds 6] [--server bridge|demo]``.
-Prints figures, not a test.  The server runs as its own process pinned to CPU 0:
+Run: ``python bench/sip.py [--calls 10,25,50,75] [--seconds 6] [--server bridge|demo]
+[--every S]``. Prints figures, not a test.  The server runs as its own process pinned to CPU 0:
 ``bridge`` (default) is ``omni-rtc serve --sip-listen`` talking to ``omni-rtc emulator
 --reply live`` (every caller chunk comes straight back as reply audio: the whole model
 path, conversation, resampling, WebSocket, JSON and base64 included); ``demo`` is
@@ -10,7 +10,12 @@ path, conversation, resampling, WebSocket, JSON and base64 included); ``demo`` i
 baseline).  This script is the load client (pinned to CPU 1, with the emulator): it
 dials N calls over SIP on 127.0.0.1, streams 20 ms PCMU packets on each and counts the
 echoed packets. A step is "real time" when >= 97% of the echo packets arrive and the
-99th percentile of their inter-arrival gap stays under 40 ms. All traffic stays on
+99th percentile of their inter-arrival gap stays under 40 ms. Each call is silent until
+the step's window opens, so the first echoed packet after that times the round trip of
+a tone onset through the bridge and the model path (SIP's counterpart of peer-bench's
+beeps); the server's RSS at the end of the window, less its idle RSS, gives the memory
+per call. ``--every S`` prints the RSS and the worst call's echo every S seconds of a
+step: ``--calls 50 --seconds 1800 --every 60`` is the 30-minute memory run. All traffic stays on
 127.0.0.1 and every run is bounded in calls and seconds.
 """
 
@@ -45,19 +50,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """The process and its children (worker processes)."""
-    total = cpu_seconds(pid)
+def children(pid: int) -> list[int]:
+    """The process's children (worker processes)."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                total += cpu_seconds(int(entry))
         except (OSError, ValueError, IndexError):
             continue
+        if ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """The process and its children (worker processes)."""
+    total = cpu_seconds(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += cpu_seconds(child)
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of the process and its children, MB."""
+    total = 0.0
+    for member in (pid, *children(pid)):
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            with open(f"/proc/{member}/status") as f:
+                line = next(line for line in f if line.startswith("VmRSS:"))
+            total += int(line.split()[1]) / 1024
     return total
 
 
@@ -140,8 +165,13 @@ def pcmu_payloads(seconds: float) -> list[bytes]:
 
 
 async def load_step(
-    n: int, seconds: float, server_pid: int, *, tree: bool = False
+    n: int, seconds: float, server_pid: int, *, tree: bool = False, every: float = 0.0
 ) -> dict[str, float]:
+    """N calls for ``seconds``: CPU, echo received, gaps, onset round trip, RSS.
+
+    With ``every``, prints the server's RSS and the worst call's share of echo packets
+    every ``every`` seconds of the window.
+    """
     cpu_of = tree_cpu_seconds if tree else cpu_seconds
     loop = asyncio.get_running_loop()
     calls: list[Call] = []
@@ -161,11 +191,22 @@ async def load_step(
             call.rtp_proto.arrivals.clear()
         cpu0, t0 = cpu_of(server_pid), time.monotonic()
         ticks = int(seconds * 50)
+        sample_ticks = round(every * 50)
+        counted = [0] * n
         for tick in range(ticks):
             due = t0 + tick * 0.02
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if sample_ticks and tick and tick % sample_ticks == 0:
+                now = [len(call.rtp_proto.arrivals) for call in calls]
+                worst = min(b - a for a, b in zip(counted, now, strict=True)) / sample_ticks
+                counted = now
+                print(
+                    f"  {tick / 50 / 60:6.1f} min  RSS {tree_rss_mb(server_pid):6.1f} MB  "
+                    f"echo received (worst call) {worst * 100:5.1f}%",
+                    flush=True,
+                )
             payload = payloads[tick % len(payloads)]
             for call in calls:
                 header[2:4] = (tick % 65536).to_bytes(2, "big")
@@ -175,17 +216,23 @@ async def load_step(
         await asyncio.sleep(0.3)
         elapsed = time.monotonic() - t0
         cpu = (cpu_of(server_pid) - cpu0) / elapsed
-        received, gaps = [], []
+        rss = tree_rss_mb(server_pid)
+        received, gaps, onsets = [], [], []
         for call in calls:
             arrivals = [a for a in call.rtp_proto.arrivals if a <= t0 + seconds]
             received.append(len(arrivals) / (seconds * 50))
             gaps += list(np.diff(arrivals))
+            if arrivals:
+                onsets.append(arrivals[0] - t0)
         return {
             "calls": n,
             "cpu_percent": cpu * 100,
             "cpu_per_call": cpu * 100 / n,
             "received": min(received) if received else 0.0,
             "gap_p99_ms": float(np.percentile(gaps, 99)) * 1000 if gaps else 0.0,
+            "onset_median_ms": statistics.median(onsets) * 1000 if onsets else float("nan"),
+            "onset_max_ms": max(onsets) * 1000 if onsets else float("nan"),
+            "rss_mb": rss,
         }
     finally:
         for call in calls:
@@ -261,7 +308,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def main(steps: list[int], seconds: float, kind: str) -> None:
+async def main(steps: list[int], seconds: float, kind: str, every: float) -> None:
     for idle in ("silence", "nothing"):
         reply, uplink = await endpoint_latency(idle)
         print(f"ReplyTrack(idle={idle}): push -> first reply RTP packet: {med(reply)}")
@@ -292,14 +339,23 @@ async def main(steps: list[int], seconds: float, kind: str) -> None:
         idle0, t0 = cpu_seconds(server.pid), time.monotonic()
         await asyncio.sleep(2)
         idle_cpu = (cpu_seconds(server.pid) - idle0) / (time.monotonic() - t0) * 100
-        print(f"server idle: {idle_cpu:.1f}% of a core")
-        print("calls  server CPU  per call  echo received (worst call)  gap p99  real time")
+        idle_rss = tree_rss_mb(server.pid)
+        print(f"server idle: {idle_cpu:.1f}% of a core, RSS {idle_rss:.1f} MB")
+        print(
+            "calls  server CPU  per call  echo received (worst call)  gap p99  real time"
+            "  onset round trip (median, max)  RSS MB (per call)"
+        )
         for n in steps:
-            r = await load_step(n, seconds, server.pid)
+            r = await load_step(n, seconds, server.pid, tree=True, every=every)
             ok = r["received"] >= 0.97 and r["gap_p99_ms"] < 40
+            per_call_mb = (r["rss_mb"] - idle_rss) / n
             print(
                 f"{n:5d}  {r['cpu_percent']:9.1f}%  {r['cpu_per_call']:7.2f}%  "
-                f"{r['received'] * 100:25.1f}%  {r['gap_p99_ms']:6.1f} ms  {'yes' if ok else 'NO'}"
+                f"{r['received'] * 100:25.1f}%  {r['gap_p99_ms']:6.1f} ms  "
+                f"{'yes' if ok else 'NO ':9s}  "
+                f"{r['onset_median_ms']:8.1f} ms, {r['onset_max_ms']:6.1f} ms       "
+                f"{r['rss_mb']:6.1f} ({per_call_mb:.2f})",
+                flush=True,
             )
             await asyncio.sleep(1.0)
             if not ok:
@@ -313,5 +369,12 @@ if __name__ == "__main__":
     parser.add_argument("--calls", default="10,25,50,75,100")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--server", choices=("bridge", "demo"), default="bridge")
+    parser.add_argument(
+        "--every", type=float, default=0.0, help="print RSS and echo every S seconds of a step"
+    )
     args = parser.parse_args()
-    stopping.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.server))
+    if args.every < 0 or (args.every and args.every < 0.02):
+        parser.error("--every: at least 0.02 seconds (one packet), or 0 for none")
+    stopping.run(
+        main([int(x) for x in args.calls.split(",")], args.seconds, args.server, args.every)
+    )
