@@ -48,7 +48,7 @@ from omni_rtc.transports import aiortc_fastpath as fastpath
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stopping
 from calls import wait_http
-from sip import HOST, free_port, stop_processes
+from sip import HOST, cpu_seconds, free_port, stop_processes
 
 FPS = 30
 BEEPS_AFTER_S = 15.0
@@ -173,12 +173,6 @@ def process_figures(pid: int) -> tuple[float, int, int]:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss_mb = int(fields["VmRSS"].split()[0]) / 1024
     return rss_mb, len(os.listdir(f"/proc/{pid}/fd")), int(fields["Threads"])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:

@@ -165,14 +165,14 @@ def pcmu_payloads(seconds: float) -> list[bytes]:
 
 
 async def load_step(
-    n: int, seconds: float, server_pid: int, *, tree: bool = False, every: float = 0.0
+    n: int, seconds: float, server_pid: int, *, every: float = 0.0
 ) -> dict[str, float]:
-    """N calls for ``seconds``: CPU, echo received, gaps, onset round trip, RSS.
+    """N calls for ``seconds``: CPU and RSS of the server's process tree, echo received,
+    gaps, onset round trip.
 
     With ``every``, prints the server's RSS and the worst call's share of echo packets
     every ``every`` seconds of the window.
     """
-    cpu_of = tree_cpu_seconds if tree else cpu_seconds
     loop = asyncio.get_running_loop()
     calls: list[Call] = []
     for i in range(n):
@@ -189,7 +189,7 @@ async def load_step(
         await asyncio.sleep(2.0)  # sessions opened: the window measures steady calls
         for call in calls:
             call.rtp_proto.arrivals.clear()
-        cpu0, t0 = cpu_of(server_pid), time.monotonic()
+        cpu0, t0 = tree_cpu_seconds(server_pid), time.monotonic()
         ticks = int(seconds * 50)
         sample_ticks = round(every * 50)
         counted = [0] * n
@@ -215,7 +215,7 @@ async def load_step(
                 call.rtp.sendto(bytes(header) + payload, call.remote_rtp)
         await asyncio.sleep(0.3)
         elapsed = time.monotonic() - t0
-        cpu = (cpu_of(server_pid) - cpu0) / elapsed
+        cpu = (tree_cpu_seconds(server_pid) - cpu0) / elapsed
         rss = tree_rss_mb(server_pid)
         received, gaps, onsets = [], [], []
         for call in calls:
@@ -346,7 +346,7 @@ async def main(steps: list[int], seconds: float, kind: str, every: float) -> Non
             "  onset round trip (median, max)  RSS MB (per call)"
         )
         for n in steps:
-            r = await load_step(n, seconds, server.pid, tree=True, every=every)
+            r = await load_step(n, seconds, server.pid, every=every)
             ok = r["received"] >= 0.97 and r["gap_p99_ms"] < 40
             per_call_mb = (r["rss_mb"] - idle_rss) / n
             print(
@@ -373,7 +373,7 @@ if __name__ == "__main__":
         "--every", type=float, default=0.0, help="print RSS and echo every S seconds of a step"
     )
     args = parser.parse_args()
-    if args.every < 0 or (args.every and args.every < 0.02):
+    if args.every != 0 and args.every < 0.02:
         parser.error("--every: at least 0.02 seconds (one packet), or 0 for none")
     stopping.run(
         main([int(x) for x in args.calls.split(",")], args.seconds, args.server, args.every)

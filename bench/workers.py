@@ -100,7 +100,7 @@ async def _capacity(
         print(f"--workers {workers} on {where}")
         print("calls  server CPU  echo received (worst call)  gap p99  real time")
         for n in steps:
-            r = await load_step(n, seconds, server.pid, tree=True)
+            r = await load_step(n, seconds, server.pid)
             ok = r["received"] >= 0.97 and r["gap_p99_ms"] < 40
             print(
                 f"{n:5d}  {r['cpu_percent']:9.1f}%  {r['received'] * 100:25.1f}%  "
