@@ -19,6 +19,7 @@ the socket); one that finds the connection gone ends the receive loop as aiortc'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -30,7 +31,7 @@ from aiortc import clock, rtcdtlstransport
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 
-from . import aiortc_fastpath
+from . import aiortc_fastpath, aiortc_rtp_in
 
 log = logging.getLogger("omni_rtc.webrtc")
 
@@ -92,6 +93,11 @@ class InlineReceiver:
         self._protocols: list[StunProtocol] = []
         self._backlog: deque[bytes] | None = None
         """SRTP packets that came while a handler waited (None: none waits)."""
+        self.rtp_in: aiortc_rtp_in.RtpIn | None = None
+        if not aiortc_rtp_in.layout_problems():
+            self.rtp_in = aiortc_rtp_in.RtpIn(dtls, self._finish_send)
+        """The common RTP packet past aiortc's coroutines (None: all go through them)."""
+        self._sending: set[asyncio.Task[None]] = set()
         self._finishing: asyncio.Task[None] | None = None
         """Held while a handler that waited finishes (the loop keeps tasks only weakly)."""
         dtls.on("statechange", self._on_dtls_state)
@@ -163,14 +169,36 @@ class InlineReceiver:
             if is_rtcp(data):
                 handling = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
             else:
-                handling = dtls._handle_rtp_data(
-                    dtls._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms
-                )
+                plain = dtls._rx_srtp.unprotect(data)
+                if self.rtp_in is not None and self._handled_plainly(plain, arrival_time_ms):
+                    self.handled += 1
+                    return None
+                handling = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
         except pylibsrtp.Error as exc:
             log.debug("SRTP unprotect failed: %s", exc)  # as aiortc: dropped
             return None
         self.handled += 1
         return handling
+
+    def _handled_plainly(self, plain: bytes, arrival_time_ms: int) -> bool:
+        assert self.rtp_in is not None
+        try:
+            return self.rtp_in.handle(plain, arrival_time_ms)
+        except Exception:
+            log.exception("handling an RTP packet failed; aiortc's handlers from now on")
+            self.rtp_in = None
+            return True  # dropped: part of it may have been handled
+
+    def _finish_send(self, coroutine: Coroutine[Any, Any, None], pending: Any) -> None:
+        """An RTCP send that waited (never on UDP): the rest in a task."""
+        task = asyncio.ensure_future(self._send_rest(_Rest(coroutine, pending)))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    async def _send_rest(rest: _Rest) -> None:
+        with contextlib.suppress(ConnectionError):
+            await rest
 
     async def _finish(self, rest: _Rest) -> None:
         """The handler that waited, then what came meanwhile, in order."""

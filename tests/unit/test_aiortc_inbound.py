@@ -122,6 +122,8 @@ async def test_caller_media_arrives_through_the_socket_callback(pair: Pair) -> N
     await asyncio.sleep(3.0)
     after = await counts(pair.callee)
     handled = inline.handled
+    assert inline.rtp_in is not None
+    plain = inline.rtp_in.handled
     got = {kind: after[kind] - before.get(kind, 0) for kind in after}
     assert got["audio"] >= 100, got
     assert got["video"] >= 25, got
@@ -130,6 +132,8 @@ async def test_caller_media_arrives_through_the_socket_callback(pair: Pair) -> N
     assert handled >= got["audio"] + got["video"]
     assert handled - (got["audio"] + got["video"]) < 20
     assert abs(got["transport"] - handled) <= 2
+    # and the RTP packets past aiortc's coroutines (aiortc_rtp_in), all but the first
+    assert got["audio"] + got["video"] - plain < 10
     # the audio decodes and matches what was sent; the video decodes
     reference = envelope(pair.source, RATE)
     heard = envelope(b"".join(pair.audio), RATE)
@@ -172,6 +176,7 @@ async def test_a_handler_that_waits_is_finished_in_a_task_and_order_is_kept(
     monkeypatch.setattr(pair.dtls, "_handle_rtp_data", slow)
     inline = receive_inline(pair.dtls)
     assert inline is not None
+    inline.rtp_in = None  # aiortc's handlers: the path under test
     frames = pair.video_frames
     await wait_for(lambda: len(order) > 150 and pair.video_frames > frames + 10, 8)
     assert inline.active
@@ -225,6 +230,7 @@ async def test_a_failure_goes_back_to_aiortcs_path(
     dtls: Any = pair.dtls
     inline = receive_inline(pair.dtls)
     assert inline is not None
+    inline.rtp_in = None  # aiortc's handlers: the path under test
     inside = track_inside(inline, monkeypatch)
     if where == "handler":
         original = dtls._handle_rtp_data
@@ -254,6 +260,7 @@ async def test_a_handler_that_finds_the_connection_gone_ends_the_receive_loop(
 ) -> None:
     inline = receive_inline(pair.dtls)
     assert inline is not None
+    inline.rtp_in = None  # aiortc's handlers: the path under test
     inside = track_inside(inline, monkeypatch)
     original = pair.dtls._handle_rtp_data
 
