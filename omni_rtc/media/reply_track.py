@@ -212,6 +212,15 @@ class ReplyTrack(MediaStreamTrack):
         frame.time_base = self._time_base
         return frame
 
+    def take_paced(self) -> tuple[bytes, int, bool] | None:
+        """The next 20 ms for a consumer that keeps time itself (one call of a shared
+        clock's beat), as :meth:`next_pcm` gives it; None with ``idle="nothing"`` and
+        nothing queued (the pts still moves on: time passed)."""
+        if self.idle == "nothing" and not self._queue:
+            self._frame_index += 1
+            return None
+        return self._next_payload()
+
     def take_frame(self) -> av.AudioFrame:
         """The next 20 ms frame now, for a consumer that keeps time itself (SIP's shared
         media clock): reply audio if queued, else silence."""
@@ -263,6 +272,21 @@ class OpusReplyTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         pcm, pts, idle = await self.reply.next_pcm()
+        packet = av.Packet(self._encode(pcm, idle))
+        packet.pts = pts * self._pts_scale
+        packet.time_base = self._time_base
+        return packet
+
+    def take_packet(self) -> tuple[bytes, int] | None:
+        """The next 20 ms as ``(Opus packet, pts at 48 kHz)`` for a sender on a shared
+        clock (:meth:`ReplyTrack.take_paced`); None: nothing to send this beat."""
+        taken = self.reply.take_paced()
+        if taken is None:
+            return None
+        pcm, pts, idle = taken
+        return self._encode(pcm, idle), pts * self._pts_scale
+
+    def _encode(self, pcm: bytes, idle: bool) -> bytes:
         quiet = idle or is_quiet(pcm)
         if quiet and self._silence is not None:
             data = self._silence
@@ -276,10 +300,7 @@ class OpusReplyTrack(MediaStreamTrack):
                 self._silence = data  # libopus has settled: the same packet from now on
             else:
                 self._last_quiet = data
-        packet = av.Packet(data)
-        packet.pts = pts * self._pts_scale
-        packet.time_base = self._time_base
-        return packet
+        return data
 
     def stop(self) -> None:
         super().stop()

@@ -4,17 +4,14 @@ on the way in, paced ReplyTrack frames encoded and packetized on the way out."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from aiortc.rtp import RtpPacket, is_rtcp
 
+from omni_rtc.media.media_clock import MediaClock
 from omni_rtc.media.reply_track import ReplyTrack
 from omni_rtc.sip.codecs import AudioDecoder, AudioEncoder
 from omni_rtc.sip.jitter import DtmfDetector, ReorderBuffer
@@ -37,64 +34,6 @@ class MediaStats:
     """RTCP, comfort noise, unknown payload types, unparseable datagrams."""
     dtmf: int = 0
     first_packet_from: Address | None = None
-
-
-class MediaClock:
-    """One 20 ms beat for every call's outgoing RTP on an event loop.
-
-    A timer per call costs a wake-up per call every 20 ms; one shared beat costs one in
-    all. The beat keeps monotonic time from its start (no drift) and restarts its count
-    if the loop fell more than 100 ms behind, rather than bursting to catch up.
-    """
-
-    FRAME_S = 0.02
-    _clocks: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self) -> None:
-        self.endpoints: dict[int, RtpEndpoint] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def of_running_loop(cls) -> MediaClock:
-        loop = asyncio.get_running_loop()
-        clock = cls._clocks.get(loop)
-        if clock is None:
-            clock = cls._clocks[loop] = cls()
-        return clock
-
-    def add(self, endpoint: RtpEndpoint) -> None:
-        self.endpoints[id(endpoint)] = endpoint
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp-clock")
-
-    async def remove(self, endpoint: RtpEndpoint) -> None:
-        """Stop ticking ``endpoint``; the beat itself stops with the last one."""
-        self.endpoints.pop(id(endpoint), None)
-        task = self._task
-        if not self.endpoints and task is not None:
-            self._task = None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        start = time.monotonic()
-        beat = 0
-        while self.endpoints:
-            beat += 1
-            due = start + beat * self.FRAME_S
-            late = time.monotonic() - due
-            if late > 0.1:
-                start, beat = time.monotonic(), 0
-            elif late < 0:
-                await asyncio.sleep(-late)
-            for endpoint in list(self.endpoints.values()):
-                try:
-                    endpoint.tick()
-                except Exception:  # one call's trouble must not stop the others
-                    log.exception("RTP send failed")
 
 
 class _Protocol(asyncio.DatagramProtocol):

@@ -230,6 +230,14 @@ class _InlineFrames:
             self._call(self.on_end)
             return
         codec, encoded = item
+        if self.kind == "video":
+            asyncio.get_running_loop().call_soon(self._hand_over, codec, encoded)
+            return
+        self._hand_over(codec, encoded)
+
+    def _hand_over(self, codec: Any, encoded: Any) -> None:
+        if self.ended:
+            return
         try:
             self.on_frame(codec, encoded.data, encoded.timestamp)
         except Exception:

@@ -27,6 +27,7 @@ from ..media.audio_decode import CallerAudioDecoder
 from ..media.reply_track import OpusReplyTrack, ReplyTrack
 from ..media.video_gate import VideoDecoder
 from . import aiortc_fastpath as fastpath
+from . import aiortc_reply_sender
 from .aiortc_inbound import InlineReceiver, receive_inline
 
 log = logging.getLogger("omni_rtc.call")
@@ -77,6 +78,7 @@ class WebRtcCall:
         self._outbox: deque[str] = deque(maxlen=OUTBOX_LIMIT)
         self._tracks_seen: set[MediaStreamTrack] = set()
         self._opus_track: OpusReplyTrack | None = None
+        self._clocked_reply: aiortc_reply_sender.ClockedReply | None = None
         self.video_decoders: list[VideoDecoder] = []
         self._reply_added = False
         self._reply_checked = False
@@ -129,6 +131,7 @@ class WebRtcCall:
                 return  # G.711/G.722 peers: aiortc encodes the track's frames
             self._opus_track = OpusReplyTrack(self.reply_track)
             sender.replaceTrack(self._opus_track)
+            self._clocked_reply = aiortc_reply_sender.clock_reply(sender, self._opus_track)
 
         fastpath.on_send_codec(sender, chosen)
 

@@ -67,6 +67,9 @@ async def test_opus_peer_gets_packets_encoded_here_and_its_camera_sampled(speech
             opus = call._opus_track
             assert isinstance(opus, OpusReplyTrack)
             assert opus.packets_encoded + opus.silence_reused > 50
+            # sent on the shared media clock, not by aiortc's sender task
+            assert call._clocked_reply is not None
+            assert call._clocked_reply.sent >= opus.packets_encoded + opus.silence_reused - 2
             [decoder] = call.video_decoders
             stats = decoder.gate.stats
             assert stats.decoded > 0

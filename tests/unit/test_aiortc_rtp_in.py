@@ -4,6 +4,7 @@ same frames, the same RTCP feedback (REMB, NACK, PLI) and the same statistics.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import types
@@ -203,6 +204,7 @@ async def test_video_the_same_as_through_aiortcs_handlers(clock: Clock, throttle
             await side.give(data, arrival, plainly)
             if n == len(stream) // 3:
                 assert fastpath.request_key_frame(side.receiver)  # a PLI with the next
+        await asyncio.sleep(0)  # video frames are handed over on the loop's next turn
         sides.append(side)
         await side.receiver.stop()
     aiortc, plain = sides
