@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -33,6 +32,7 @@ class MediaClock:
 
     def __init__(self) -> None:
         self.endpoints: dict[int, Ticking] = {}
+        self._failed: set[int] = set()
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -51,12 +51,12 @@ class MediaClock:
     async def remove(self, endpoint: Ticking) -> None:
         """Stop ticking ``endpoint``; the beat itself stops with the last one."""
         self.endpoints.pop(id(endpoint), None)
+        self._failed.discard(id(endpoint))
         task = self._task
         if not self.endpoints and task is not None:
             self._task = None
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})  # a cancel aimed at the caller still reaches it
 
     async def _run(self) -> None:
         start = time.monotonic()
@@ -69,8 +69,10 @@ class MediaClock:
                 start, beat = time.monotonic(), 0
             elif late < 0:
                 await asyncio.sleep(-late)
-            for endpoint in list(self.endpoints.values()):
+            for key, endpoint in list(self.endpoints.items()):
                 try:
                     endpoint.tick()
                 except Exception:  # one call's trouble must not stop the others
-                    log.exception("RTP send failed")
+                    if key not in self._failed:  # once per endpoint, not every 20 ms
+                        self._failed.add(key)
+                        log.exception("RTP send failed (further failures not logged)")

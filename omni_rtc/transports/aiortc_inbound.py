@@ -14,6 +14,9 @@ once).  One that does wait is finished in a task, and the SRTP packets that arri
 meanwhile are handled after it, in order, as aiortc's task would.  A handler that fails
 is logged and the connection goes back to aiortc's own path (a bad packet never closes
 the socket); one that finds the connection gone ends the receive loop as aiortc's does.
+The common RTP packet skips those coroutines (:mod:`aiortc_rtp_in`); an RTCP send of
+its (NACK, PLI, REMB) that waited would finish in a task of its own while packets go
+on: feedback keeps no order with them.
 """
 
 from __future__ import annotations
@@ -132,6 +135,8 @@ class InlineReceiver:
         for protocol in self._protocols:
             vars(protocol).pop("datagram_received", None)
         self._protocols.clear()
+        for task in self._sending:
+            task.cancel()
         self.dtls.remove_listener("statechange", self._on_dtls_state)
         backlog, self._backlog = self._backlog, None
         for data in backlog or ():

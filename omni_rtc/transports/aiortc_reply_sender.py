@@ -14,7 +14,10 @@ coroutine per packet.
 What aiortc's sender still does: RTCP (sender reports from the counters kept here,
 receiver reports and REMB it receives), ``getStats``, ``stop``.  What it no longer does
 for this track: keep packets for NACKs (browsers do not NACK Opus; aiortc offers no
-``nack`` feedback for audio) and read a disabled sender's track for nothing.
+``nack`` feedback for audio).  The ticking ends where aiortc's task would (the track
+ended, DTLS or the ICE pair gone, a failure: logged once); ``replaceTrack`` with another
+:class:`OpusReplyTrack` goes on in the same RTP stream, with any other track it ends
+(logged: omni-rtc itself never replaces the reply once it is sent).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import aiortc
 from aioice.ice import Connection, StunProtocol
 from aiortc import clock, rtcdtlstransport
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -36,6 +40,7 @@ from aiortc.utils import random32
 from ..media.media_clock import MediaClock
 from ..media.reply_track import OpusReplyTrack
 from . import aiortc_fastpath
+from .aiortc_rtp_in import TESTED_AIORTC
 
 log = logging.getLogger("omni_rtc.webrtc")
 
@@ -58,6 +63,7 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
     RTCRtpSender.send: ("_run_rtp",),
     RTCRtpSender._run_rtp: ("abs_send_time", "mid", "current_ntp_time", "marker"),
     RTCRtpSender._next_encoded_frame: ("_enabled",),
+    RTCRtpSender.replaceTrack: (_S + "track",),
     RTCDtlsTransport._send_rtp: (
         "_state",
         "_tx_srtp",
@@ -70,6 +76,7 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
 }
 """What this module does in aiortc's and aioice's stead; if they changed, it stays off."""
 
+REPLACED = "track replaced"
 ABS_SEND_TIME_MARK = 0xABCDEF
 """A stand-in abs-send-time, to find where the value sits in the header made once."""
 
@@ -81,6 +88,8 @@ def layout_problems() -> list[str]:
     global _layout
     if _layout is None:
         _layout = aiortc_fastpath._missing_names(_NEEDS)
+        if not aiortc.__version__.startswith(TESTED_AIORTC):
+            _layout.append(f"aiortc {aiortc.__version__}, checked against {TESTED_AIORTC}x")
         if _layout:
             log.warning(
                 "aiortc changed (%s): the reply goes through aiortc's sender task",
@@ -107,28 +116,48 @@ class ClockedReply:
         self.sender: Any = sender
         self.track = track
         self.sent = 0
+        self.ended: str | None = None
+        """Why the ticking ended (None while it runs)."""
         self._state = vars(sender)
         self._connected = rtcdtlstransport.State.CONNECTED
         self._header = bytearray()
         self._abs_send_time_at: int | None = None
         self._sequence_number = random_sequence_number()
         self._timestamp_origin = random32()
+        self._done: asyncio.Future[str] | None = None
+        self._next_pts = 0
+        """The pts (48 kHz) the track's next packet would have: a replacement's 0."""
 
     async def run(self, codec: RTCRtpCodecParameters) -> None:
-        """The sender's RTP task: tick on the clock until the sender stops it."""
+        """The sender's RTP task: tick on the clock until the sender stops it, or until
+        aiortc's task would have ended (the track ended, DTLS or ICE gone, a failure)."""
         state = self._state
         state[_S + "rtp_started"].set()
-        self._make_header(codec)
-        beat = MediaClock.of_running_loop()
-        beat.add(self)
+        beat: MediaClock | None = None
         try:
-            await asyncio.get_running_loop().create_future()  # cancelled by sender.stop()
+            self._done = asyncio.get_running_loop().create_future()
+            self._make_header(codec)
+            beat = MediaClock.of_running_loop()
+            beat.add(self)
+            await self._done  # or cancelled by sender.stop()
         except asyncio.CancelledError:
             pass
+        except Exception:
+            log.exception("sending the reply on the media clock failed")
         finally:
-            await beat.remove(self)
-            self.track.stop()
-            state[_S + "rtp_exited"].set()
+            try:
+                if beat is not None:
+                    await beat.remove(self)
+            finally:
+                if self.sender.track is self.track:
+                    self.track.stop()
+                state[_S + "rtp_exited"].set()
+
+    def _end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+            if self._done is not None and not self._done.done():
+                self._done.set_result(reason)
 
     def _make_header(self, codec: RTCRtpCodecParameters) -> None:
         """RTP header and extensions as aiortc writes them (marker set: one packet a
@@ -164,19 +193,57 @@ class ClockedReply:
         return bytes(header) + payload
 
     def tick(self) -> None:
-        """One 20 ms Opus packet out (or nothing: idle, disabled, not connected)."""
-        taken = self.track.take_packet()
+        """One 20 ms Opus packet out (or nothing: idle, or disabled, as aiortc's sender
+        reads a disabled track and drops it); ends the ticking where aiortc's task ends."""
+        if self.ended is not None:
+            return
         sender = self.sender
-        if taken is None or not sender._enabled:
+        if sender.track is not self.track and not self._adopt(sender.track):
             return
-        dtls = sender.transport
+        if self.track.readyState != "live":
+            self._end("track ended")
+            return
+        if not sender._enabled:
+            self.track.reply.take_paced()
+            return
+        try:
+            self._send()
+        except ConnectionError as exc:
+            self._end(str(exc))
+        except Exception:
+            log.exception("sending the reply failed; its sender stops")
+            self._end("failed")
+
+    def _adopt(self, track: Any) -> bool:
+        """``sender.replaceTrack``: another 20 ms Opus reply goes on in the same stream
+        (the same sequence numbers and timestamp clock, which SRTP needs: a stream that
+        restarts its sequence numbers fails libsrtp's replay check); anything else ends
+        the ticking, with a warning, and is not sent."""
+        if isinstance(track, OpusReplyTrack) and track.reply.frame_ms == self.track.reply.frame_ms:
+            self._timestamp_origin = (self._timestamp_origin + self._next_pts) & 0xFFFFFFFF
+            self.track = track
+            return True
+        log.warning(
+            "the clocked reply's track was replaced by %r, which is not sent "
+            "(only an OpusReplyTrack goes on the media clock)",
+            track,
+        )
+        self._end(REPLACED)
+        return False
+
+    def _send(self) -> None:
+        dtls = self.sender.transport
         if dtls._state is not self._connected:
-            return
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
         pair = dtls.transport._connection._nominated.get(1)
         socket = getattr(pair.protocol, "transport", None) if pair is not None else None
         if socket is None:
+            raise ConnectionError("Cannot send data, not connected")
+        taken = self.track.take_packet()
+        if taken is None:
             return
         payload, pts = taken
+        self._next_pts = pts + self.track.reply.frame_samples * self.track._pts_scale
         timestamp = (self._timestamp_origin + pts) & 0xFFFFFFFF
         ntp = clock.current_ntp_time()
         data = dtls._tx_srtp.protect(self.packet(payload, timestamp, ntp))

@@ -7,15 +7,20 @@ debug line that is off and a datetime per packet.  Measured in place (thread CPU
 8 A/V calls on one core, the caches cold between packets) that walk cost ~85 µs a
 packet before the frame handler: a fifth of the server's CPU.
 
-:func:`handle` does what those two do with the common packet (version 2, a receiver
-known for its SSRC, a payload type it decodes that is not RTX, no two-byte header
-extensions), with aiortc's own state: the same statistics for receiver reports, the
-same NACK generator, bandwidth estimator (REMB), jitter buffer, PLIs and frame queue.
-It reads only the one header extension that the estimator needs.  Anything else
-returns False and takes aiortc's path, so aiortc also learns new SSRCs itself.  What
-it skips: the receiver's ``_enabled`` check for a disabled receiver (handled: False),
-the debug log, and the per-packet datetime of ``getSynchronizationSources``, which is
-now written at most once a second per source (that API's granularity is 10 s).
+:meth:`RtpIn.handle` does what those two do with the common packet (version 2, a
+receiver known for its SSRC and enabled, a payload type it decodes that is not RTX,
+one-byte header extensions that aiortc can read), with aiortc's own state: the same
+statistics for receiver reports, the same NACK generator, bandwidth estimator (REMB),
+jitter buffer, PLIs and frame queue; over a stream with losses, reordering, padding,
+CSRCs and a retransmission the frames, the RTCP feedback and the statistics come out as
+from aiortc's handlers (``tests/unit/test_aiortc_rtp_in.py``).  Header extensions are
+checked as aiortc reads them, and only abs-send-time (for the estimator) is kept.
+Anything else returns False and takes aiortc's path, so aiortc also learns new SSRCs
+itself.  What it leaves out: the debug log, and the per-packet datetime of
+``getSynchronizationSources``, now written at most once a second per source (that API
+looks back 10 s).  It runs only on the aiortc it was checked against
+(:data:`TESTED_AIORTC`): a later one may add a step to its handlers that the name checks
+below would not see.
 """
 
 from __future__ import annotations
@@ -25,12 +30,19 @@ import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aiortc
 from aiortc import clock
 from aiortc.codecs import depayload
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, HeaderExtensionsMap, RtcpPsfbPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    HeaderExtensions,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    pack_remb_fci,
+)
 
 from . import aiortc_fastpath
 
@@ -71,10 +83,22 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
         "missing",
     ),
     HeaderExtensionsMap.__init__: (_IDS,),
+    HeaderExtensionsMap.get: (
+        "mid",
+        "repaired_rtp_stream_id",
+        "rtp_stream_id",
+        "abs_send_time",
+        "transmission_offset",
+        "audio_level",
+        "transport_sequence_number",
+        "unpack_header_extensions",
+    ),
     RtpRouter.route_rtp: ("ssrc_table", "payload_type_table"),
 }
 """What this module does in aiortc's stead; if aiortc changed, it stays off."""
 
+TESTED_AIORTC = "1.16."
+"""The aiortc release line whose handlers this module stands in for."""
 HEADER = struct.Struct("!BBHII")
 ONE_BYTE_PROFILE = 0xBEDE
 ACTIVE_SOURCE_STEP_MS = 1000
@@ -88,6 +112,8 @@ def layout_problems() -> list[str]:
     global _layout
     if _layout is None:
         _layout = aiortc_fastpath._missing_names(_NEEDS)
+        if not aiortc.__version__.startswith(TESTED_AIORTC):
+            _layout.append(f"aiortc {aiortc.__version__}, checked against {TESTED_AIORTC}x")
         if _layout:
             log.warning(
                 "aiortc changed (%s): caller RTP goes through aiortc's handlers",
@@ -130,17 +156,18 @@ class Packet:
         self._data = b""
 
 
-def parse(data: bytes, abs_send_time_id: int | None) -> tuple[Packet, int | None] | None:
-    """The packet and its abs-send-time (if ``abs_send_time_id`` is given and present);
-    None for what this module leaves to aiortc: not RTP version 2, a length that does not
-    add up (aiortc drops it with a debug line), two-byte header extensions."""
+def parse(data: bytes, ids: HeaderExtensions) -> tuple[Packet, int | None] | None:
+    """The packet and its abs-send-time, if any; None for what this module leaves to
+    aiortc: what aiortc's parser refuses (not RTP version 2, a length that does not add
+    up, a header extension ``ids`` names with a value it cannot read), and two-byte
+    header extensions."""
     size = len(data)
     if size < 12:
         return None
     first, second, sequence_number, timestamp, ssrc = HEADER.unpack_from(data)
-    if first >> 6 != 2:
-        return None
     pos = 12 + 4 * (first & 0x0F)
+    if first >> 6 != 2 or size < pos:
+        return None
     abs_send_time = None
     if first & 0x10:
         if size < pos + 4:
@@ -149,20 +176,26 @@ def parse(data: bytes, abs_send_time_id: int | None) -> tuple[Packet, int | None
         end = pos + 4 + 4 * ((data[pos + 2] << 8) | data[pos + 3])
         if profile != ONE_BYTE_PROFILE or size < end:
             return None
-        if abs_send_time_id is not None:
-            i = pos + 4
-            while i < end:
-                byte = data[i]
-                if byte == 0:  # padding
-                    i += 1
-                    continue
-                length = (byte & 0x0F) + 1
-                if i + 1 + length > end:
-                    return None
-                if byte >> 4 == abs_send_time_id:
-                    # aiortc reads any length; abs-send-time is 3 bytes
-                    abs_send_time = int.from_bytes(data[i + 1 : i + 1 + length], "big")
-                i += 1 + length
+        i = pos + 4
+        while i < end:
+            byte = data[i]
+            if byte == 0:  # padding
+                i += 1
+                continue
+            length = (byte & 0x0F) + 1
+            value_at = i + 1
+            i = value_at + length
+            if i > end:
+                return None
+            if not _readable(byte >> 4, data[value_at:i], ids):
+                return None
+            x_id = byte >> 4
+            if x_id == ids.abs_send_time and x_id not in (
+                ids.mid,
+                ids.repaired_rtp_stream_id,
+                ids.rtp_stream_id,
+            ):  # aiortc's order: an id of two names is the first one's
+                abs_send_time = int.from_bytes(data[value_at:i], "big")
         pos = end
     padding_size = 0
     if first & 0x20:
@@ -179,6 +212,24 @@ def parse(data: bytes, abs_send_time_id: int | None) -> tuple[Packet, int | None
         padding_size,
     )
     return packet, abs_send_time
+
+
+def _readable(x_id: int, value: bytes, ids: HeaderExtensions) -> bool:
+    """Whether aiortc's ``HeaderExtensionsMap.get`` reads this element (in its order)."""
+    try:
+        if x_id == ids.mid:
+            value.decode("utf8")
+        elif x_id in (ids.repaired_rtp_stream_id, ids.rtp_stream_id):
+            value.decode("ascii")
+        elif x_id in (ids.abs_send_time, ids.transmission_offset):
+            return len(value) == 3
+        elif x_id == ids.audio_level:
+            return len(value) == 1
+        elif x_id == ids.transport_sequence_number:
+            return len(value) == 2
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class RtpIn:
@@ -208,12 +259,7 @@ class RtpIn:
         if codec is None or codec.name.lower() == "rtx" or not receiver._enabled:
             return False
         remb = state[_R + "remote_bitrate_estimator"]
-        abs_send_time_id = (
-            vars(self.dtls._rtp_header_extensions_map)[_IDS].abs_send_time
-            if remb is not None
-            else None
-        )
-        parsed = parse(data, abs_send_time_id)
+        parsed = parse(data, vars(self.dtls._rtp_header_extensions_map)[_IDS])
         if parsed is None:
             return False
         packet, abs_send_time = parsed

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import struct
 from typing import Any
 
 import numpy as np
@@ -128,8 +130,9 @@ async def test_the_far_end_hears_the_reply_in_well_formed_rtp(reply: Reply) -> N
         assert after.extensions.abs_send_time is None  # aiortc offers it for video only
     # aiortc's statistics and RTCP see them: the bridge's sent count, the listener's
     # received count, and the sender reports the listener got (made from our counters)
+    before = reply.clocked.sent
     sent = next(s for s in (await reply.bridge.getStats()).values() if s.type == "outbound-rtp")
-    assert sent.packetsSent == reply.clocked.sent
+    assert before <= sent.packetsSent <= reply.clocked.sent  # a beat may pass meanwhile
     stats = (await reply.listener.getStats()).values()
     received = next(s for s in stats if s.type == "inbound-rtp")
     assert received.packetsReceived >= reply.clocked.sent - 5
@@ -203,3 +206,119 @@ async def test_the_header_carries_every_negotiated_extension() -> None:
         assert len(clocked.packet(b"x", 0, ntp)) == 13
     finally:
         await pc.close()
+
+
+def packets_heard(reply: Reply) -> int:
+    return len(reply.packets)
+
+
+async def test_an_ended_track_ends_the_sender_task_as_aiortcs_would(reply: Reply) -> None:
+    assert reply.clocked is not None
+    await wait_for(lambda: reply.clocked is not None and reply.clocked.sent > 10, 5)
+    reply.opus.stop()
+    await wait_for(lambda: reply.clocked is not None and reply.clocked.ended is not None, 1)
+    assert reply.clocked.ended == "track ended"
+    assert id(reply.clocked) not in MediaClock.of_running_loop().endpoints
+    await asyncio.wait_for(reply.sender.stop(), 1)
+
+
+async def test_a_disabled_sender_reads_its_track_and_sends_nothing(reply: Reply) -> None:
+    assert reply.clocked is not None
+    await wait_for(lambda: reply.clocked is not None and reply.clocked.sent > 10, 5)
+    reply.sender._enabled = False
+    reply.reply.push(bytes(RATE * 2))  # 1 s
+    sent = reply.clocked.sent
+    await wait_for(lambda: reply.reply.queued_ms == 0, 2)  # read, as aiortc reads it
+    assert reply.clocked.sent == sent
+    reply.sender._enabled = True
+    await wait_for(lambda: reply.clocked is not None and reply.clocked.sent > sent + 5, 1)
+
+
+async def test_another_opus_reply_put_in_its_place_goes_on_in_the_same_stream(
+    reply: Reply,
+) -> None:
+    assert reply.clocked is not None
+    await wait_for(lambda: reply.clocked is not None and reply.clocked.sent > 10, 5)
+    heard = packets_heard(reply)
+    reply.sender.replaceTrack(OpusReplyTrack(ReplyTrack(RATE)))
+    await wait_for(lambda: packets_heard(reply) > heard + 20, 3)
+    assert reply.clocked.ended is None
+    for before, after in itertools.pairwise(reply.packets[heard - 5 :]):
+        assert (after.sequence_number - before.sequence_number) % 65536 == 1
+        assert (after.timestamp - before.timestamp) % 2**32 == 960
+
+
+async def test_any_other_track_put_in_its_place_ends_the_ticking_with_a_warning(
+    reply: Reply, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert reply.clocked is not None
+    await wait_for(lambda: reply.clocked is not None and reply.clocked.sent > 10, 5)
+    with caplog.at_level(logging.WARNING, "omni_rtc.webrtc"):
+        reply.sender.replaceTrack(ReplyTrack(RATE))
+        await wait_for(lambda: reply.clocked is not None and reply.clocked.ended is not None, 1)
+    assert reply.clocked.ended == aiortc_reply_sender.REPLACED
+    assert "which is not sent" in caplog.text
+    assert reply.opus.readyState == "live"  # not the sender's track any more: not stopped
+    await asyncio.wait_for(reply.sender.stop(), 1)
+
+
+async def test_a_failure_at_start_still_lets_the_sender_stop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    listener = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        track = OpusReplyTrack(ReplyTrack(RATE))
+        sender = pc.addTrack(track)
+        clocked = clock_reply(sender, track)
+        assert clocked is not None
+
+        def fails(codec: Any) -> None:
+            raise struct.error("header")
+
+        monkeypatch.setattr(clocked, "_make_header", fails)
+        listener.addTransceiver("audio", direction="recvonly")
+        with caplog.at_level(logging.ERROR, "omni_rtc.webrtc"):
+            await listener.setLocalDescription(await listener.createOffer())
+            await pc.setRemoteDescription(listener.localDescription)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await listener.setRemoteDescription(pc.localDescription)
+            await wait_for(lambda: "on the media clock failed" in caplog.text, 10)
+        await asyncio.wait_for(sender.stop(), 1)  # aiortc's stop does not hang
+    finally:
+        await asyncio.wait_for(pc.close(), 5)
+        await listener.close()
+
+
+class Beats:
+    """An endpoint of the media clock that counts its ticks, or fails every one."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.ticks = 0
+        self.fail = fail
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.fail:
+            raise RuntimeError("boom")
+
+
+async def test_the_clock_logs_a_failing_endpoint_once_and_ticks_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    beat = MediaClock.of_running_loop()
+    good, bad = Beats(), Beats(fail=True)
+    with caplog.at_level(logging.ERROR, "omni_rtc.media"):
+        beat.add(good)
+        beat.add(bad)
+        await wait_for(lambda: good.ticks > 10, 2)
+    assert bad.ticks >= 10
+    assert caplog.text.count("RTP send failed") == 1
+    await beat.remove(bad)
+    await beat.remove(good)
+    ticks = good.ticks
+    await asyncio.sleep(0.1)
+    assert good.ticks == ticks  # the last one gone: the beat stopped
+    beat.add(good)  # and starts again with the next
+    await wait_for(lambda: good.ticks > ticks + 3, 1)
+    await beat.remove(good)

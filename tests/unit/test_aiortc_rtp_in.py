@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import types
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiortc.rtcrtpparameters import (
     RTCRtpRtxParameters,
 )
 from aiortc.rtp import (
+    HeaderExtensions,
     HeaderExtensionsMap,
     RtcpPacket,
     RtcpRrPacket,
@@ -57,6 +59,11 @@ def extensions_map() -> HeaderExtensionsMap:
     extensions = HeaderExtensionsMap()
     extensions.configure(RTCRtpParameters(headerExtensions=EXTENSIONS))
     return extensions
+
+
+def ids(extensions: HeaderExtensionsMap | None = None) -> HeaderExtensions:
+    """The extension ids a map reads (what ``parse`` is given)."""
+    return vars(extensions or extensions_map())["_HeaderExtensionsMap__ids"]  # type: ignore[no-any-return]
 
 
 class Side:
@@ -306,7 +313,7 @@ def test_parse_reads_what_aiortcs_parser_reads() -> None:
     extensions = extensions_map()
     for _ in range(2000):
         _, data = random_packet(rng)
-        parsed = parse(data, ABS_SEND_TIME_ID)
+        parsed = parse(data, ids(extensions))
         assert parsed is not None
         light, abs_send_time = parsed
         theirs = RtpPacket.parse(data, extensions)
@@ -328,7 +335,7 @@ def test_parse_reads_what_aiortcs_parser_reads() -> None:
             theirs.padding_size,
         )
         assert abs_send_time == theirs.extensions.abs_send_time
-        without = parse(data, None)
+        without = parse(data, HeaderExtensions())  # none negotiated: none read
         assert without is not None
         assert without[1] is None
 
@@ -344,14 +351,67 @@ def test_parse_leaves_what_aiortc_would_refuse_to_aiortc() -> None:
         except ValueError:
             refused = True
         if refused:
-            assert parse(cut, ABS_SEND_TIME_ID) is None
+            assert parse(cut, ids()) is None
     # a one-byte extension element that runs past the extension block
     bad = bytearray(random_packet(random.Random(1))[1])
     bad[0] = 0x90
     bad[12:] = b"\xbe\xde\x00\x01" + b"\x3f\x00\x00\x00" + b"payload"
     with pytest.raises(ValueError, match="truncated"):
         unpack_header_extensions(0xBEDE, bytes(bad[16:20]))
-    assert parse(bytes(bad), ABS_SEND_TIME_ID) is None
+    assert parse(bytes(bad), ids()) is None
+    assert parse(bytes(bad), HeaderExtensions()) is None  # walked even with no ids
+
+
+def with_extension(element: bytes, csrcs: int = 0) -> bytes:
+    """An RTP packet with one one-byte extension block holding ``element`` (padded)."""
+    block = element + bytes(-len(element) % 4)
+    return (
+        bytes([0x90 | csrcs, 96])
+        + bytes(10)
+        + bytes(4 * csrcs)
+        + b"\xbe\xde"
+        + (len(block) // 4).to_bytes(2, "big")
+        + block
+        + b"payload"
+    )
+
+
+@pytest.mark.parametrize(
+    ("what", "data"),
+    [
+        ("a CSRC list cut short", bytes([0x83, 96]) + bytes(10) + bytes(8)),
+        ("a mid that is not UTF-8", with_extension(bytes([MID_ID << 4 | 1]) + b"\xff\xfe")),
+        (
+            "a 4-byte abs-send-time",
+            with_extension(bytes([ABS_SEND_TIME_ID << 4 | 3]) + b"\x01\x02\x03\x04"),
+        ),
+        ("a 2-byte audio level", with_extension(bytes([AUDIO_LEVEL_ID << 4 | 1]) + b"\x01\x02")),
+    ],
+)
+def test_what_aiortcs_parser_refuses_is_left_to_it(what: str, data: bytes) -> None:
+    with pytest.raises((ValueError, struct.error)):
+        RtpPacket.parse(data, extensions_map())
+    assert parse(data, ids()) is None, what
+
+
+def test_an_id_that_names_two_extensions_is_read_as_aiortc_reads_it() -> None:
+    both = HeaderExtensionsMap()
+    both.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(
+                    id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+                ),
+                RTCRtpHeaderExtensionParameters(id=3, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+            ]
+        )
+    )
+    data = with_extension(bytes([3 << 4 | 2]) + b"abc")
+    theirs = RtpPacket.parse(data, both)
+    parsed = parse(data, ids(both))
+    assert parsed is not None
+    assert (theirs.extensions.mid, theirs.extensions.abs_send_time) == ("abc", None)
+    assert parsed[1] is None
 
 
 async def test_a_failure_drops_the_packet_and_gives_aiortcs_handlers_the_rest(
