@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import aiortc
 from aiortc import clock, rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
@@ -150,6 +151,28 @@ def _missing_names(needs: dict[Callable[..., Any], tuple[str, ...]]) -> list[str
         missing = [name for name in names if name not in have]
         if missing:
             problems.append(f"{function.__qualname__} no longer uses {', '.join(missing)}")
+    return problems
+
+
+TESTED_AIORTC = "1.16."
+"""The aiortc release line whose private handlers the stand-ins were checked against."""
+
+
+def checked_layout(
+    needs: dict[Callable[..., Any], tuple[str, ...]],
+    instead: str,
+    *,
+    more: list[str] | None = None,
+    tested_release: bool = False,
+) -> list[str]:
+    """What changed in aiortc/aioice that a stand-in relies on (``needs``, ``more``, and
+    with ``tested_release`` a release other than :data:`TESTED_AIORTC`), logged once
+    with what happens ``instead``; callers cache the answer."""
+    problems = _missing_names(needs) + (more or [])
+    if tested_release and not aiortc.__version__.startswith(TESTED_AIORTC):
+        problems.append(f"aiortc {aiortc.__version__}, checked against {TESTED_AIORTC}x")
+    if problems:
+        log.warning("aiortc/aioice changed (%s): %s", "; ".join(problems), instead)
     return problems
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -57,22 +58,16 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
 }
 """What this module does in aiortc's and aioice's stead; if they changed, it stays off."""
 
-_layout: list[str] | None = None
 
-
+@functools.cache
 def layout_problems() -> list[str]:
     """What changed in aiortc/aioice that this module relies on (checked once)."""
-    global _layout
-    if _layout is None:
-        _layout = aiortc_fastpath._missing_names(_NEEDS)
-        if not hasattr(getattr(rtcdtlstransport, "State", None), "CONNECTED"):
-            _layout.append("aiortc.rtcdtlstransport.State.CONNECTED is gone")
-        if _layout:
-            log.warning(
-                "aiortc/aioice changed (%s): caller media goes through aioice's queue",
-                "; ".join(_layout),
-            )
-    return _layout
+    more = []
+    if not hasattr(getattr(rtcdtlstransport, "State", None), "CONNECTED"):
+        more.append("aiortc.rtcdtlstransport.State.CONNECTED is gone")
+    return aiortc_fastpath.checked_layout(
+        _NEEDS, "caller media goes through aioice's queue", more=more
+    )
 
 
 def is_srtp(data: bytes) -> bool:

@@ -23,12 +23,12 @@ ended, DTLS or the ICE pair gone, a failure: logged once); ``replaceTrack`` with
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 from collections.abc import Callable
 from typing import Any
 
-import aiortc
 from aioice.ice import Connection, StunProtocol
 from aiortc import clock, rtcdtlstransport
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -40,7 +40,6 @@ from aiortc.utils import random32
 from ..media.media_clock import MediaClock
 from ..media.reply_track import OpusReplyTrack
 from . import aiortc_fastpath
-from .aiortc_rtp_in import TESTED_AIORTC
 
 log = logging.getLogger("omni_rtc.webrtc")
 
@@ -80,29 +79,20 @@ REPLACED = "track replaced"
 ABS_SEND_TIME_MARK = 0xABCDEF
 """A stand-in abs-send-time, to find where the value sits in the header made once."""
 
-_layout: list[str] | None = None
 
-
+@functools.cache
 def layout_problems() -> list[str]:
     """What changed in aiortc/aioice that this module relies on (checked once)."""
-    global _layout
-    if _layout is None:
-        _layout = aiortc_fastpath._missing_names(_NEEDS)
-        if not aiortc.__version__.startswith(TESTED_AIORTC):
-            _layout.append(f"aiortc {aiortc.__version__}, checked against {TESTED_AIORTC}x")
-        if _layout:
-            log.warning(
-                "aiortc changed (%s): the reply goes through aiortc's sender task",
-                "; ".join(_layout),
-            )
-    return _layout
+    return aiortc_fastpath.checked_layout(
+        _NEEDS, "the reply goes through aiortc's sender task", tested_release=True
+    )
 
 
 def clock_reply(sender: RTCRtpSender, track: OpusReplyTrack) -> ClockedReply | None:
     """Send ``track`` (the sender's track) on the shared media clock once the sender
     starts.  Call before ``sender.send``; None, and nothing changed, if aiortc changed or
     the track's frames are not 20 ms."""
-    if layout_problems() or track.reply.frame_ms * 1000 != round(MediaClock.FRAME_S * 1e6):
+    if layout_problems() or track.reply.frame_ms != round(MediaClock.FRAME_S * 1000):
         return None
     reply = ClockedReply(sender, track)
     sender._run_rtp = reply.run  # type: ignore[method-assign]

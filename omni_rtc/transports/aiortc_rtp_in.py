@@ -19,18 +19,18 @@ Anything else returns False and takes aiortc's path, so aiortc also learns new S
 itself.  What it leaves out: the debug log, and the per-packet datetime of
 ``getSynchronizationSources``, now written at most once a second per source (that API
 looks back 10 s).  It runs only on the aiortc it was checked against
-(:data:`TESTED_AIORTC`): a later one may add a step to its handlers that the name checks
+(``aiortc_fastpath.TESTED_AIORTC``): a later one may add a step to its handlers that the name checks
 below would not see.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiortc
 from aiortc import clock
 from aiortc.codecs import depayload
 from aiortc.rtcdtlstransport import RtpRouter
@@ -97,29 +97,18 @@ _NEEDS: dict[Callable[..., Any], tuple[str, ...]] = {
 }
 """What this module does in aiortc's stead; if aiortc changed, it stays off."""
 
-TESTED_AIORTC = "1.16."
-"""The aiortc release line whose handlers this module stands in for."""
 HEADER = struct.Struct("!BBHII")
 ONE_BYTE_PROFILE = 0xBEDE
 ACTIVE_SOURCE_STEP_MS = 1000
 """How often a source's "last seen" datetime is renewed (aiortc: every packet)."""
 
-_layout: list[str] | None = None
 
-
+@functools.cache
 def layout_problems() -> list[str]:
     """What changed in aiortc that this module relies on (checked once)."""
-    global _layout
-    if _layout is None:
-        _layout = aiortc_fastpath._missing_names(_NEEDS)
-        if not aiortc.__version__.startswith(TESTED_AIORTC):
-            _layout.append(f"aiortc {aiortc.__version__}, checked against {TESTED_AIORTC}x")
-        if _layout:
-            log.warning(
-                "aiortc changed (%s): caller RTP goes through aiortc's handlers",
-                "; ".join(_layout),
-            )
-    return _layout
+    return aiortc_fastpath.checked_layout(
+        _NEEDS, "caller RTP goes through aiortc's handlers", tested_release=True
+    )
 
 
 class Packet:
