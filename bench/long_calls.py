@@ -210,7 +210,8 @@ async def beep_round_trip(peer_bench: Path, url: str) -> str:
     return (
         f"beep round trip beside the calls: median {result['median_ms']} ms "
         f"({result['min_ms']}-{result['max_ms']}), "
-        f"{len(result['latency_ms'])} of {result['beeps_sent']} beeps back"
+        f"{len(result['latency_ms'])} of {result['beeps_sent']} beeps back; in order: "
+        + " ".join(f"{ms:.0f}" for ms in result["latency_ms"])
     )
 
 

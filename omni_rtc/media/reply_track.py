@@ -26,6 +26,13 @@ QUIET_PEAK = 8
 audible) is sent as silence: a pause in a reply costs no encoding once libopus settles."""
 RESYNC_AFTER_S = 0.1
 """If the loop falls this far behind schedule, restart the clock instead of bursting."""
+CATCH_UP_WINDOW_FRAMES = 25
+"""A reply's queue is watched in windows of this many frames (half a second)."""
+CATCH_UP_WINDOWS = 2
+"""Delay the queue kept through this many windows in a row without needing it is shed."""
+LIVE_RATE = (0.75, 1.25)
+"""A window whose pushed audio lies in this range of its duration came at about real
+time (a live stream, not a model's faster-than-real-time burst or a drained tail)."""
 
 
 @dataclass
@@ -37,6 +44,9 @@ class ReplyStats:
     """Frames padded with silence because audio ran out in the middle of a reply."""
     flushes: int = 0
     dropped_ms: int = 0
+    caught_up_ms: int = 0
+    """Quiet audio skipped to shed queue delay a late delta left behind (see
+    :meth:`ReplyTrack._catch_up`)."""
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -82,9 +92,15 @@ class ReplyTrack(MediaStreamTrack):
         """One frame of digital silence."""
         self.stats = ReplyStats()
         self.reply_samples_played = 0
-        """Reply samples sent since :meth:`new_reply` (what the user heard, for truncation)."""
+        """Reply samples played since :meth:`new_reply`: how far into the reply the user heard
+        (for truncation; quiet frames skipped to catch up count as passed)."""
         self.on_drained: Callable[[], None] | None = None
         """Called once when a reply ended and its last frame went out."""
+        self._window_frames = 0
+        self._window_floor = 0
+        self._window_pushed = 0
+        self._floors: list[int] = []
+        self._catch_up_frames = 0
 
     # ---------------------------------------------------------------- feeding
 
@@ -98,6 +114,7 @@ class ReplyTrack(MediaStreamTrack):
             self._odd = pcm[-1:]
             pcm = pcm[:-1]
         self._queue += pcm
+        self._window_pushed += len(pcm)
         self._in_reply = True
         self._reply_ending = False
         self._wakeup.set()
@@ -120,6 +137,7 @@ class ReplyTrack(MediaStreamTrack):
         was_playing = self._in_reply
         self._in_reply = False
         self._reply_ending = False
+        self._forget_windows()
         if was_playing:
             self.stats.flushes += 1
             self.stats.dropped_ms += dropped
@@ -172,6 +190,8 @@ class ReplyTrack(MediaStreamTrack):
         return self._next_payload()
 
     def _next_payload(self) -> tuple[bytes, int, bool]:
+        if self._in_reply:
+            self._catch_up()
         take = min(len(self._queue), self.frame_bytes)
         idle = False
         if take:
@@ -195,9 +215,55 @@ class ReplyTrack(MediaStreamTrack):
         if self._in_reply and self._reply_ending and not self._queue:
             self._in_reply = False
             self._reply_ending = False
+            self._forget_windows()
             if self.on_drained is not None:
                 self.on_drained()
         return payload, pts, idle
+
+    def _catch_up(self) -> None:
+        """Shed the delay a late delta left behind in a reply streamed at real time.
+
+        Audio that arrives at real time is played at real time, so when one delta came
+        late (a stall upstream or on this loop) and the ones after it did not, the queue
+        keeps the late one's delay for as long as the stream goes on: every sample after
+        it reaches the caller that much later.  When the queue stayed deeper than one
+        frame (the floor of a stream that comes on time) through
+        :data:`CATCH_UP_WINDOWS` windows in a row, each with audio coming at about real
+        time (:data:`LIVE_RATE`), the depth it never needed is shed by skipping quiet
+        frames (pauses under :data:`QUIET_PEAK`, never speech), as a receiver's jitter
+        buffer drops silence.  A model's reply that arrives faster than real time, or
+        has finished arriving, is played as it came.
+        """
+        queued = len(self._queue)
+        if self._window_frames == 0 or queued < self._window_floor:
+            self._window_floor = queued
+        self._window_frames += 1
+        if self._window_frames == CATCH_UP_WINDOW_FRAMES:
+            pushed = self._window_pushed / (CATCH_UP_WINDOW_FRAMES * self.frame_bytes)
+            low, high = LIVE_RATE
+            if low <= pushed <= high:
+                self._floors.append(self._window_floor)
+                if len(self._floors) == CATCH_UP_WINDOWS:
+                    spare = min(self._floors) // self.frame_bytes - 1
+                    self._catch_up_frames = max(spare, 0)
+                    self._floors.clear()
+            else:
+                self._floors.clear()
+            self._window_frames = self._window_pushed = 0
+        while (
+            self._catch_up_frames
+            and queued >= 2 * self.frame_bytes
+            and is_quiet(self._queue[: self.frame_bytes])
+        ):
+            del self._queue[: self.frame_bytes]
+            queued -= self.frame_bytes
+            self._catch_up_frames -= 1
+            self.reply_samples_played += self.frame_samples  # where the reply is now
+            self.stats.caught_up_ms += self.frame_ms
+
+    def _forget_windows(self) -> None:
+        self._window_frames = self._window_pushed = self._catch_up_frames = 0
+        self._floors.clear()
 
     def _next_frame(self) -> av.AudioFrame:
         """The next frame without pacing (benchmarks)."""
@@ -231,7 +297,7 @@ class ReplyTrack(MediaStreamTrack):
         self._wakeup.set()
 
 
-def is_quiet(pcm: bytes) -> bool:
+def is_quiet(pcm: bytes | bytearray) -> bool:
     """Every pcm16 sample within ±:data:`QUIET_PEAK`."""
     samples = np.frombuffer(pcm, dtype="<i2")
     return bool(samples.max() <= QUIET_PEAK and samples.min() >= -QUIET_PEAK)

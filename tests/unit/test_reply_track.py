@@ -168,6 +168,99 @@ async def test_played_samples_count_for_truncation() -> None:
     assert track.reply_samples_played == 0
 
 
+# ---------------------------------------------------------------- catching up a live stream
+
+FRAME = 480 * 2
+
+
+def beeps(seconds: float, beep_ms: int = 300, period_ms: int = 1000) -> bytes:
+    """Speech-like bursts (never zero) with quiet pauses between: a live caller's echo."""
+    out = bytearray(ramp(seconds))
+    period, beep = period_ms * RATE // 1000 * 2, beep_ms * RATE // 1000 * 2
+    for start in range(0, len(out), period):
+        out[start + beep : start + period] = bytes(len(out[start + beep : start + period]))
+    return bytes(out)
+
+
+def stream_live(track: ReplyTrack, audio: bytes, *, late_at: int, late_by: int) -> list[int]:
+    """Feed ``audio`` as a live stream does, a 40 ms delta every other 20 ms tick with one
+    take per tick, except that the deltas due in ticks ``late_at`` to ``late_at +
+    late_by`` come together at the end of that stall; the queue's depth in frames after
+    each arrival."""
+    arrivals: dict[int, list[bytes]] = {}
+    for start in range(0, len(audio), 2 * FRAME):
+        tick = start // FRAME
+        if late_at <= tick < late_at + late_by:
+            tick = late_at + late_by
+        arrivals.setdefault(tick, []).append(audio[start : start + 2 * FRAME])
+    depths: list[int] = []
+    for tick in range(max(arrivals) + 20):
+        if tick in arrivals:
+            for delta in arrivals[tick]:
+                track.push(delta)
+            depths.append(len(track._queue) // FRAME)
+        track.take_frame()
+    return depths
+
+
+def speech_order(pcm: bytes) -> np.ndarray:
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return samples[samples != 0]
+
+
+async def test_a_late_delta_in_a_live_stream_is_shed_in_a_pause_not_kept_for_good() -> None:
+    track, _ = make_track()
+    audio = beeps(6.0)
+    played = bytearray()
+    original = track._next_payload
+
+    def recording() -> tuple[bytes, int, bool]:
+        payload = original()
+        played.extend(payload[0])
+        return payload
+
+    track._next_payload = recording  # type: ignore[method-assign]
+    depths = stream_live(track, audio, late_at=20, late_by=4)  # one delta 80 ms late
+    before, after_stall, end = depths[5], depths[15], depths[-20]
+    assert after_stall == before + 4  # the late delta's delay, kept by plain pacing...
+    assert end == before  # ...until it was shed
+    assert track.stats.caught_up_ms == 80
+    assert track.stats.underruns > 0  # the stall itself
+    # no speech lost or reordered: only quiet frames were skipped
+    assert np.array_equal(speech_order(bytes(played)), speech_order(audio))
+    # the reply's position moved past the skipped audio (truncation stays exact)
+    assert track.reply_samples_played == len(audio) // 2
+
+
+async def test_speech_is_never_skipped_to_catch_up() -> None:
+    track, _ = make_track()
+    audio = ramp(4.0)  # no pause anywhere
+    depths = stream_live(track, audio, late_at=20, late_by=3)
+    assert depths[-10] == depths[5] + 3  # the delay stays rather than a word going
+    assert track.stats.caught_up_ms == 0
+
+
+async def test_a_reply_faster_than_real_time_keeps_its_pauses() -> None:
+    track, _ = make_track()
+    audio = beeps(4.0)
+    track.push(audio)  # the model's burst: seconds ahead of the playout
+    played = b"".join(pcm_of(track.take_frame()) for _ in range(200))
+    assert played == audio
+    assert track.stats.caught_up_ms == 0
+
+
+async def test_a_drained_tail_is_played_as_it_came() -> None:
+    track, _ = make_track()
+    track.push(beeps(1.5))  # all of it at once, then nothing more arrives
+    for _ in range(40):
+        track.take_frame()
+    depth = len(track._queue)
+    for _ in range(10):
+        track.take_frame()
+    assert depth - len(track._queue) == 10 * FRAME
+    assert track.stats.caught_up_ms == 0
+
+
 # ---------------------------------------------------------------- Opus packets for WebRTC
 
 
