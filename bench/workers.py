@@ -1,6 +1,6 @@
 """Capacity with worker processes: real-time SIP G.711 calls with --workers 1 and 2.
 
-Run: ``python bench/workers.py [--calls 10,20,30,40,50,60] [--seconds 6]``.  Prints
+Run: ``python bench/workers.py [--calls 10,20,30,40,50,60] [--seconds 6] [--rounds N]``.  Prints
 figures, not a test.  ``omni-rtc serve --sip-listen`` runs with ``--workers 1`` pinned to
 one core, then with ``--workers 2`` on two cores, against ``omni-rtc emulator --reply
 live`` (every caller chunk comes straight back: the whole model path); the load client
@@ -13,6 +13,8 @@ and the emulator share the cores with the workers, so the two-worker figure is a
 workers (a 2-core machine): the server's process tree runs in a CPU cgroup (v1 ``cpu``
 or v2 ``cpu.max``; needs root) limited to 0.4 of a core per worker, unpinned, so one
 worker gets 0.4 core, two get 0.8, and the load client and the emulator keep the rest.
+A quota's 100 ms periods make one capacity step noisy; ``--rounds N`` measures one and two
+workers N times, alternating, and prints each round's ratio and their median.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stopping
@@ -116,17 +119,29 @@ async def _capacity(
     return best
 
 
-async def main(steps: list[int], seconds: float, quota: float | None) -> None:
-    if quota:
-        one = await capacity(1, "0,1", steps, seconds, quota)
-        two = await capacity(2, "0,1", steps, seconds, quota)
-        what = f"{quota:.1f} of a core per worker"
-    else:
-        one = await capacity(1, "1", steps, seconds)
-        two = await capacity(2, "0,1", steps, seconds)
-        what = "one core per worker"
-    ratio = two / one if one else float("nan")
-    print(f"capacity ({what}): {one} calls with one worker, {two} with two: {ratio:.2f}x")
+async def main(steps: list[int], seconds: float, quota: float | None, rounds: int) -> None:
+    ratios: list[float] = []
+    for round_no in range(1, rounds + 1):
+        if quota:
+            one = await capacity(1, "0,1", steps, seconds, quota)
+            two = await capacity(2, "0,1", steps, seconds, quota)
+            what = f"{quota:.1f} of a core per worker"
+        else:
+            one = await capacity(1, "1", steps, seconds)
+            two = await capacity(2, "0,1", steps, seconds)
+            what = "one core per worker"
+        ratio = two / one if one else float("nan")
+        ratios.append(ratio)
+        print(
+            f"round {round_no}: capacity ({what}): {one} calls with one worker, "
+            f"{two} with two: {ratio:.2f}x",
+            flush=True,
+        )
+    if rounds > 1:
+        listed = ", ".join(f"{r:.2f}x" for r in ratios)
+        print(
+            f"two workers against one over {rounds} rounds: median {median(ratios):.2f}x ({listed})"
+        )
 
 
 if __name__ == "__main__":
@@ -134,5 +149,9 @@ if __name__ == "__main__":
     parser.add_argument("--calls", default="10,20,30,40,50,60,70")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--quota", type=float, default=None, help="cores per worker (cgroup)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure both this many times")
     args = parser.parse_args()
-    stopping.run(main([int(x) for x in args.calls.split(",")], args.seconds, args.quota))
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    steps = [int(x) for x in args.calls.split(",")]
+    stopping.run(main(steps, args.seconds, args.quota, args.rounds))
