@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,12 @@ QUIET_PEAK = 8
 audible) is sent as silence: a pause in a reply costs no encoding once libopus settles."""
 RESYNC_AFTER_S = 0.1
 """If the loop falls this far behind schedule, restart the clock instead of bursting."""
-CATCH_UP_WINDOW_FRAMES = 25
-"""A reply's queue is watched in windows of this many frames (half a second)."""
-CATCH_UP_WINDOWS = 2
-"""Delay the queue kept through this many windows in a row without needing it is shed."""
+CATCH_UP_WINDOW_MS = 500
+"""A reply's queue is watched in windows of this length."""
+CATCH_UP_WINDOWS = 10
+"""Delay the queue kept through this many windows in a row (5 s) without needing it is
+shed: a shorter look-back sheds the margin that a stream's recurring late deltas need
+(1 s: 4–12× the underruns of plain pacing on jittery streams; 5 s: 1.1–1.8×)."""
 LIVE_RATE = (0.75, 1.25)
 """A window whose pushed audio lies in this range of its duration came at about real
 time (a live stream, not a model's faster-than-real-time burst or a drained tail)."""
@@ -99,8 +102,12 @@ class ReplyTrack(MediaStreamTrack):
         self._window_frames = 0
         self._window_floor = 0
         self._window_pushed = 0
-        self._floors: list[int] = []
+        self._floors: deque[int] = deque(maxlen=CATCH_UP_WINDOWS)
+        """The queue's lowest depth in each of the last windows, newest last."""
         self._catch_up_frames = 0
+        self._delay_added = 0
+        """Frames of silence this reply was padded with (it ran dry): the delay it has
+        gained since it started, and all that catching up may shed."""
 
     # ---------------------------------------------------------------- feeding
 
@@ -122,6 +129,7 @@ class ReplyTrack(MediaStreamTrack):
     def new_reply(self) -> None:
         """A new response starts: restart the count of what the user heard."""
         self.reply_samples_played = 0
+        self._forget_windows()
 
     def end_of_reply(self) -> None:
         """No more audio for this reply: a short last frame is padded without an underrun."""
@@ -202,11 +210,13 @@ class ReplyTrack(MediaStreamTrack):
             if take < self.frame_bytes:
                 if not self._reply_ending:
                     self.stats.underruns += 1
+                    self._delay_added += 1
                 payload += self.silence[: self.frame_bytes - take]
         else:
             payload = self.silence
             if self._in_reply and not self._reply_ending:
                 self.stats.underruns += 1
+                self._delay_added += 1
             else:
                 idle = True
         pts = self._frame_index * self.frame_samples
@@ -224,31 +234,33 @@ class ReplyTrack(MediaStreamTrack):
         """Shed the delay a late delta left behind in a reply streamed at real time.
 
         Audio that arrives at real time is played at real time, so when one delta came
-        late (a stall upstream or on this loop) and the ones after it did not, the queue
-        keeps the late one's delay for as long as the stream goes on: every sample after
-        it reaches the caller that much later.  When the queue stayed deeper than one
-        frame (the floor of a stream that comes on time) through
-        :data:`CATCH_UP_WINDOWS` windows in a row, each with audio coming at about real
-        time (:data:`LIVE_RATE`), the depth it never needed is shed by skipping quiet
+        late (a stall upstream or on this loop) the reply ran dry, was padded with
+        silence, and every sample after it reaches the caller that much later, for as
+        long as the stream goes on.  When the queue stayed deeper than one frame (the
+        floor of a stream that comes on time) through :data:`CATCH_UP_WINDOWS` windows in
+        a row, each with audio coming at about real time (:data:`LIVE_RATE`), the depth
+        it never needed is shed, up to the padding the reply gained, by skipping quiet
         frames (pauses under :data:`QUIET_PEAK`, never speech), as a receiver's jitter
-        buffer drops silence.  A model's reply that arrives faster than real time, or
-        has finished arriving, is played as it came.
+        buffer drops silence.  A reply that never ran dry (a model's faster-than-real-
+        time burst, however it goes on) is played as it came.
         """
         queued = len(self._queue)
         if self._window_frames == 0 or queued < self._window_floor:
             self._window_floor = queued
         self._window_frames += 1
-        if self._window_frames == CATCH_UP_WINDOW_FRAMES:
-            pushed = self._window_pushed / (CATCH_UP_WINDOW_FRAMES * self.frame_bytes)
+        if self._window_frames * self.frame_ms >= CATCH_UP_WINDOW_MS:
+            pushed = self._window_pushed / (self._window_frames * self.frame_bytes)
             low, high = LIVE_RATE
             if low <= pushed <= high:
                 self._floors.append(self._window_floor)
                 if len(self._floors) == CATCH_UP_WINDOWS:
                     spare = min(self._floors) // self.frame_bytes - 1
-                    self._catch_up_frames = max(spare, 0)
-                    self._floors.clear()
+                    self._catch_up_frames = max(min(spare, self._delay_added), 0)
+                    if self._catch_up_frames:
+                        self._floors.clear()  # their depths are the ones being shed
             else:
                 self._floors.clear()
+                self._catch_up_frames = 0
             self._window_frames = self._window_pushed = 0
         while (
             self._catch_up_frames
@@ -258,11 +270,13 @@ class ReplyTrack(MediaStreamTrack):
             del self._queue[: self.frame_bytes]
             queued -= self.frame_bytes
             self._catch_up_frames -= 1
+            self._delay_added -= 1
             self.reply_samples_played += self.frame_samples  # where the reply is now
             self.stats.caught_up_ms += self.frame_ms
 
     def _forget_windows(self) -> None:
         self._window_frames = self._window_pushed = self._catch_up_frames = 0
+        self._delay_added = 0
         self._floors.clear()
 
     def _next_frame(self) -> av.AudioFrame:

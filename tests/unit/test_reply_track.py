@@ -210,7 +210,7 @@ def speech_order(pcm: bytes) -> np.ndarray:
 
 async def test_a_late_delta_in_a_live_stream_is_shed_in_a_pause_not_kept_for_good() -> None:
     track, _ = make_track()
-    audio = beeps(6.0)
+    audio = beeps(10.0)
     played = bytearray()
     original = track._next_payload
 
@@ -237,6 +237,33 @@ async def test_speech_is_never_skipped_to_catch_up() -> None:
     audio = ramp(4.0)  # no pause anywhere
     depths = stream_live(track, audio, late_at=20, late_by=3)
     assert depths[-10] == depths[5] + 3  # the delay stays rather than a word going
+    assert track.stats.caught_up_ms == 0
+
+
+async def test_a_reply_that_never_ran_dry_keeps_its_pauses_however_it_goes_on() -> None:
+    track, _ = make_track()
+    audio = beeps(10.0)
+    track.push(audio[: 2 * RATE * 2])  # a 2 s burst first...
+    played = b"".join(pcm_of(track.take_frame()) for _ in range(2))
+    rest = audio[2 * RATE * 2 :]
+    for start in range(0, len(rest), 2 * FRAME):  # ...then 40 ms deltas at real time
+        track.push(rest[start : start + 2 * FRAME])
+        played += b"".join(pcm_of(track.take_frame()) for _ in range(2))
+    played += b"".join(pcm_of(track.take_frame()) for _ in range(98))
+    assert played == audio  # its 2 s lead is the model's, not a stall's: nothing shed
+    assert track.stats.caught_up_ms == 0
+    assert track.stats.underruns == 0
+
+
+async def test_delay_that_could_not_be_shed_is_not_taken_out_of_the_next_reply() -> None:
+    track, _ = make_track()
+    stream_live(track, ramp(5.0), late_at=20, late_by=10)  # a stall in unbroken speech
+    assert track.stats.caught_up_ms == 0
+    track.flush()  # barge-in, then the model's next reply comes as a burst with pauses
+    track.new_reply()
+    audio = beeps(3.0)
+    track.push(audio)
+    assert b"".join(pcm_of(track.take_frame()) for _ in range(150)) == audio
     assert track.stats.caught_up_ms == 0
 
 
