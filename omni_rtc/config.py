@@ -72,6 +72,13 @@ _ICE_URL = re.compile(
 )
 
 
+def _aiortc_has_relay_policy() -> bool:
+    """aiortc 1.15 (the last for Python 3.10) has no ``iceTransportPolicy``."""
+    from aiortc import rtcconfiguration
+
+    return hasattr(rtcconfiguration, "RTCIceTransportPolicy")
+
+
 def parse_ice_server(text: str) -> IceServer:
     """``turn:USER:PASSWORD@HOST:PORT?transport=udp`` -> url + credentials (kept apart)."""
     match = _ICE_URL.match(text.strip())
@@ -202,6 +209,10 @@ class Settings:
             s.is_turn for s in self.own_ice_servers
         ):
             raise ValueError("--ice-transport-policy relay needs a turn: server for the bridge")
+        if self.ice_transport_policy == "relay" and not _aiortc_has_relay_policy():
+            raise ValueError(
+                "--ice-transport-policy relay needs aiortc 1.16 or later (Python 3.11 or later)"
+            )
         if self.turn_secret is not None and len(self.turn_secret) < 16:
             raise ValueError("--turn-secret must be at least 16 characters (use a random string)")
         for server in (*self.ice_servers, *self.bridge_ice_servers):

@@ -11,9 +11,16 @@ from collections.abc import Sequence
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from .config import IceServer, Settings
+
+try:  # aiortc 1.16 (Python >= 3.11); 1.15, the last for Python 3.10, gathers every kind
+    from aiortc.rtcconfiguration import RTCIceTransportPolicy
+except ImportError:  # pragma: no cover - exercised on Python 3.10 only
+    RTCIceTransportPolicy = None  # type: ignore[assignment,misc]
+
+RELAY_POLICY_SUPPORTED = RTCIceTransportPolicy is not None
+"""aiortc can restrict ICE to TURN relays (``--ice-transport-policy relay``)."""
 
 _ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
@@ -68,6 +75,8 @@ def rtc_configuration(settings: Settings) -> RTCConfiguration:
         RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
         for s in resolve_ice_servers(settings, "omni-rtc-bridge", settings.own_ice_servers)
     ]
+    if RTCIceTransportPolicy is None:
+        return RTCConfiguration(iceServers=servers)  # the settings refuse "relay" there
     policy = (
         RTCIceTransportPolicy.RELAY
         if settings.ice_transport_policy == "relay"

@@ -35,6 +35,10 @@ from omni_rtc.media.reply_track import OpusReplyTrack, ReplyTrack
 from omni_rtc.transports import aiortc_fastpath as fastpath
 from omni_rtc.transports.aiortc_fastpath import REMB_DROP_RATIO
 
+from ..helpers import needs_tested_aiortc
+
+pytestmark = needs_tested_aiortc
+
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 

@@ -17,9 +17,11 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from omni_rtc.transports import aiortc_inbound as inbound
 from omni_rtc.transports.aiortc_inbound import _Rest, is_srtp, receive_inline
 
-from ..helpers import wait_for
+from ..helpers import needs_tested_aiortc, wait_for
 from ..media import best_circular_correlation, envelope
 from ..peer import LoopingPcmTrack, PatternVideoTrack
+
+pytestmark = needs_tested_aiortc
 
 RATE = 48_000
 

@@ -27,8 +27,10 @@ from omni_rtc.media.reply_track import OpusReplyTrack, ReplyTrack
 from omni_rtc.transports import aiortc_reply_sender
 from omni_rtc.transports.aiortc_reply_sender import clock_reply
 
-from ..helpers import wait_for
+from ..helpers import needs_tested_aiortc, wait_for
 from ..media import best_circular_correlation, envelope
+
+pytestmark = needs_tested_aiortc
 
 RATE = 24_000
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)

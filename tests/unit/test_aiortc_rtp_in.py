@@ -37,7 +37,10 @@ from omni_rtc.transports import aiortc_fastpath as fastpath
 from omni_rtc.transports import aiortc_rtp_in
 from omni_rtc.transports.aiortc_rtp_in import RtpIn, parse
 
+from ..helpers import needs_tested_aiortc
 from .test_aiortc_fastpath import OPUS, make_receiver, opus_packets, vp8_frames
+
+pytestmark = needs_tested_aiortc
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 RTX = RTCRtpCodecParameters(
