@@ -72,8 +72,9 @@ _ICE_URL = re.compile(
 )
 
 
-def _aiortc_has_relay_policy() -> bool:
-    """aiortc 1.15 (the last for Python 3.10) has no ``iceTransportPolicy``."""
+def aiortc_has_relay_policy() -> bool:
+    """aiortc 1.15 (the last for Python 3.10) has no ``iceTransportPolicy``; the one
+    check for it (``ice.py`` only imports what exists)."""
     from aiortc import rtcconfiguration
 
     return hasattr(rtcconfiguration, "RTCIceTransportPolicy")
@@ -209,7 +210,7 @@ class Settings:
             s.is_turn for s in self.own_ice_servers
         ):
             raise ValueError("--ice-transport-policy relay needs a turn: server for the bridge")
-        if self.ice_transport_policy == "relay" and not _aiortc_has_relay_policy():
+        if self.ice_transport_policy == "relay" and not aiortc_has_relay_policy():
             raise ValueError(
                 "--ice-transport-policy relay needs aiortc 1.16 or later (Python 3.11 or later)"
             )

@@ -19,9 +19,6 @@ try:  # aiortc 1.16 (Python >= 3.11); 1.15, the last for Python 3.10, gathers ev
 except ImportError:  # pragma: no cover - exercised on Python 3.10 only
     RTCIceTransportPolicy = None  # type: ignore[assignment,misc]
 
-RELAY_POLICY_SUPPORTED = RTCIceTransportPolicy is not None
-"""aiortc can restrict ICE to TURN relays (``--ice-transport-policy relay``)."""
-
 _ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 

@@ -32,7 +32,8 @@ CATCH_UP_WINDOW_MS = 500
 CATCH_UP_WINDOWS = 10
 """Delay the queue kept through this many windows in a row (5 s) without needing it is
 shed: a shorter look-back sheds the margin that a stream's recurring late deltas need
-(1 s: 4–12× the underruns of plain pacing on jittery streams; 5 s: 1.1–1.8×)."""
+(simulated jittery streams: 7–58 more underruns a minute than plain pacing with 1 s,
+3–5 more with 5 s)."""
 LIVE_RATE = (0.75, 1.25)
 """A window whose pushed audio lies in this range of its duration came at about real
 time (a live stream, not a model's faster-than-real-time burst or a drained tail)."""

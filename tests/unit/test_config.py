@@ -6,12 +6,7 @@ import pytest
 
 from omni_rtc import config as config_module
 from omni_rtc.config import ENV_VARS, OPTIONS, Settings, parse_ice_server
-from omni_rtc.ice import (
-    RELAY_POLICY_SUPPORTED,
-    resolve_ice_servers,
-    rtc_configuration,
-    turn_rest_credentials,
-)
+from omni_rtc.ice import resolve_ice_servers, rtc_configuration, turn_rest_credentials
 
 
 def test_defaults_use_the_emulator_and_no_ice_servers() -> None:
@@ -104,7 +99,9 @@ def test_turn_rest_credentials_match_coturn_scheme() -> None:
     assert credential == expected
 
 
-@pytest.mark.skipif(not RELAY_POLICY_SUPPORTED, reason="aiortc 1.15 has no iceTransportPolicy")
+@pytest.mark.skipif(
+    not config_module.aiortc_has_relay_policy(), reason="aiortc 1.15 has no iceTransportPolicy"
+)
 def test_minted_credentials_for_browser_and_bridge() -> None:
     settings = Settings.from_argv(
         [
@@ -129,7 +126,7 @@ def test_minted_credentials_for_browser_and_bridge() -> None:
 
 
 def test_relay_only_ice_is_refused_clearly_where_aiortc_cannot_do_it(monkeypatch) -> None:
-    monkeypatch.setattr(config_module, "_aiortc_has_relay_policy", lambda: False)
+    monkeypatch.setattr(config_module, "aiortc_has_relay_policy", lambda: False)
     argv = ["--bridge-ice-server", "turn:u:p@coturn:3478", "--ice-transport-policy", "relay"]
     with pytest.raises(ValueError, match=r"needs aiortc 1\.16 or later"):
         Settings.from_argv(argv, environ={})
