@@ -1,15 +1,18 @@
 """Long A/V calls: does the server's memory stay flat over a 30-minute run?
 
 Run: ``python bench/long_calls.py [--calls 8] [--minutes 30] [--every 60] [--spacing S]
-[--clip WEBM] [--serve-arg=ARG ...] [--beeps PEER_BENCH]`` (inside a network namespace, or
-where 127.0.0.1 is fine; ``--spacing``: seconds between call starts, so that the server's
-overload guard can refuse the calls it cannot hold; ``--clip``: replay a WebM's VP8 and
-Opus instead, e.g. peer-bench's ``media/av.webm``; ``--serve-arg``: passed on to
-``omni-rtc serve``, e.g. ``--serve-arg=--max-loop-busy=0``; ``--beeps``: 15 s after the
-calls are up, one more call beside them plays peer-bench's beeps through the bridge and
-back (its ``peers/peer_client.py latency``), so the beep round trip is measured under
-this load rather than on an idle server). ``omni-rtc serve --workers 1`` runs pinned to CPU 0
-against ``omni-rtc emulator --reply live`` (every caller chunk comes straight back as
+[--clip WEBM] [--serve-arg=ARG ...] [--beeps PEER_BENCH [--beep-calls N]]`` (inside a
+network namespace, or where 127.0.0.1 is fine; ``--spacing``: seconds between call
+starts, so that the server's overload guard can refuse the calls it cannot hold;
+``--clip``: replay a WebM's VP8 and Opus instead, e.g. peer-bench's ``media/av.webm``;
+``--serve-arg``: passed on to ``omni-rtc serve``, e.g.
+``--serve-arg=--max-loop-busy=0``; ``--beeps``: 15 s after the calls are up, one more
+call beside them plays peer-bench's beeps through the bridge and back (its
+``peers/peer_client.py latency``), so the beep round trip is measured under this load
+rather than on an idle server;
+``--beep-calls N``: N such calls one after another, and the median over all their beeps,
+since one call's median moves ±20 ms). ``omni-rtc serve --workers 1`` runs pinned
+to CPU 0 against ``omni-rtc emulator --reply live`` (every caller chunk comes straight back as
 reply audio); this script, on CPU 1, holds N calls open, each sending a 640x480 30 fps VP8
 camera (a key frame a second, like peer-bench's client) and Opus audio, both encoded once
 up front and replayed in a loop, and counts the reply packets it gets without decoding
@@ -32,6 +35,7 @@ import contextlib
 import fractions
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -186,9 +190,25 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
-async def beep_round_trip(peer_bench: Path, url: str) -> str:
-    """peer-bench's latency client, one call of 10 beeps beside the load: its summary."""
+async def beep_round_trip(peer_bench: Path, url: str, calls: int = 1) -> str:
+    """peer-bench's latency client beside the load, ``calls`` calls of 10 beeps one after
+    another: each call's summary, and the median over every beep."""
     await asyncio.sleep(BEEPS_AFTER_S)
+    lines: list[str] = []
+    every_beep: list[float] = []
+    for _ in range(calls):
+        summary, latencies = await one_beep_call(peer_bench, url)
+        lines.append(summary)
+        every_beep += latencies
+    if calls > 1 and every_beep:
+        lines.append(
+            f"beep round trip over {calls} calls: median {statistics.median(every_beep):.1f} ms "
+            f"of {len(every_beep)} beeps"
+        )
+    return "\n".join(lines)
+
+
+async def one_beep_call(peer_bench: Path, url: str) -> tuple[str, list[float]]:
     client = await asyncio.create_subprocess_exec(
         sys.executable, str(peer_bench / "peers" / "peer_client.py"), "latency",
         "--url", url, "--mode", "none",
@@ -203,16 +223,17 @@ async def beep_round_trip(peer_bench: Path, url: str) -> str:
     lines = out.decode().strip().splitlines()
     if client.returncode != 0 or not lines:
         last = err.decode().strip().splitlines()[-1:] or [f"exit {client.returncode}"]
-        return f"beep call failed: {last[0]}"
+        return f"beep call failed: {last[0]}", []
     result = json.loads(lines[-1])
     if "median_ms" not in result:
-        return f"beep call: no beep came back ({result})"
+        return f"beep call: no beep came back ({result})", []
+    latencies = [float(ms) for ms in result["latency_ms"]]
     return (
         f"beep round trip beside the calls: median {result['median_ms']} ms "
         f"({result['min_ms']}-{result['max_ms']}), "
-        f"{len(result['latency_ms'])} of {result['beeps_sent']} beeps back; in order: "
-        + " ".join(f"{ms:.0f}" for ms in result["latency_ms"])
-    )
+        f"{len(latencies)} of {result['beeps_sent']} beeps back; in order: "
+        + " ".join(f"{ms:.0f}" for ms in latencies)
+    ), latencies
 
 
 async def main(
@@ -224,6 +245,7 @@ async def main(
     clip: str | None,
     serve_args: list[str],
     peer_bench: Path | None,
+    beep_calls: int = 1,
 ) -> None:
     video, audio = read_clip(clip) if clip else encode_clip()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -261,7 +283,7 @@ async def main(
                 "  padded/s per call  CPU % (server, emulator, client)"
             )
             if peer_bench is not None:
-                beeps = asyncio.create_task(beep_round_trip(peer_bench, url))
+                beeps = asyncio.create_task(beep_round_trip(peer_bench, url, beep_calls))
             samples: list[tuple[float, float]] = []  # (minute, RSS MB)
             frames0 = [c.frames for c in running]
             images0, t0 = await metric(http, url, "omni_rtc_images_sent_total"), time.monotonic()
@@ -336,7 +358,15 @@ if __name__ == "__main__":
         metavar="PEER_BENCH",
         help="peer-bench's directory: measure its beep round trip beside the calls",
     )
+    parser.add_argument(
+        "--beep-calls",
+        type=int,
+        default=1,
+        help="with --beeps: this many beep calls one after another (10 beeps each)",
+    )
     args = parser.parse_args()
+    if args.beep_calls < 1:
+        parser.error("--beep-calls must be at least 1")
     if args.beeps is not None and not (args.beeps / "peers" / "peer_client.py").is_file():
         parser.error(f"--beeps: no peers/peer_client.py under {args.beeps}")
     stopping.run(
@@ -349,5 +379,6 @@ if __name__ == "__main__":
             args.clip,
             args.serve_arg,
             args.beeps,
+            args.beep_calls,
         )
     )

@@ -29,11 +29,19 @@ RESYNC_AFTER_S = 0.1
 """If the loop falls this far behind schedule, restart the clock instead of bursting."""
 CATCH_UP_WINDOW_MS = 500
 """A reply's queue is watched in windows of this length."""
-CATCH_UP_WINDOWS = 10
-"""Delay the queue kept through this many windows in a row (5 s) without needing it is
-shed: a shorter look-back sheds the margin that a stream's recurring late deltas need
-(simulated jittery streams: 7–58 more underruns a minute than plain pacing with 1 s,
-3–5 more with 5 s)."""
+FIRST_LOOK_BACK = 2
+"""Windows (1 s) a reply's queue must stay deeper than it needs before that depth is
+shed, in a call where shedding has not yet been premature: a late delta then costs a
+short call (a question, a beep) its delay for a second, not for the rest of it."""
+LEARNED_LOOK_BACK = 10
+"""The look-back (5 s) from a call's first premature shed on: a stream whose late deltas
+recur keeps the margin they need, for the price of one lesson."""
+PREMATURE_WITHIN_MS = 10_000
+"""A shed was premature when the reply runs dry this soon after it.  Replayed on the
+traced arrivals of 96 calls beside 24 A/V calls on one core, against a fixed 5 s
+look-back: the beep call's queue at each beep 30–40 ms shorter, the load calls' queues,
+underruns and gaps inside speech about the same; a stream late every 4–5 s pays one
+lesson (bench/RESULTS.md, "The beep beside 24 calls")."""
 LIVE_RATE = (0.75, 1.25)
 """A window whose pushed audio lies in this range of its duration came at about real
 time (a live stream, not a model's faster-than-real-time burst or a drained tail)."""
@@ -103,8 +111,11 @@ class ReplyTrack(MediaStreamTrack):
         self._window_frames = 0
         self._window_floor = 0
         self._window_pushed = 0
-        self._floors: deque[int] = deque(maxlen=CATCH_UP_WINDOWS)
+        self._floors: deque[int] = deque(maxlen=LEARNED_LOOK_BACK)
         """The queue's lowest depth in each of the last windows, newest last."""
+        self._look_back = FIRST_LOOK_BACK
+        """Windows of spare depth needed before shedding; kept for the call (its path)."""
+        self._frames_since_shed: int | None = None
         self._catch_up_frames = 0
         self._delay_added = 0
         """Frames of silence this reply was padded with (it ran dry): the delay it has
@@ -210,14 +221,12 @@ class ReplyTrack(MediaStreamTrack):
             self.reply_samples_played += take // 2
             if take < self.frame_bytes:
                 if not self._reply_ending:
-                    self.stats.underruns += 1
-                    self._delay_added += 1
+                    self._underrun()
                 payload += self.silence[: self.frame_bytes - take]
         else:
             payload = self.silence
             if self._in_reply and not self._reply_ending:
-                self.stats.underruns += 1
-                self._delay_added += 1
+                self._underrun()
             else:
                 idle = True
         pts = self._frame_index * self.frame_samples
@@ -231,6 +240,17 @@ class ReplyTrack(MediaStreamTrack):
                 self.on_drained()
         return payload, pts, idle
 
+    def _underrun(self) -> None:
+        """The reply ran dry: pad; a shed shortly before was premature, and what is still
+        to be shed is not shed any more."""
+        self.stats.underruns += 1
+        self._delay_added += 1
+        self._catch_up_frames = 0
+        since = self._frames_since_shed
+        if since is not None and since * self.frame_ms < PREMATURE_WITHIN_MS:
+            self._look_back = LEARNED_LOOK_BACK
+        self._frames_since_shed = None
+
     def _catch_up(self) -> None:
         """Shed the delay a late delta left behind in a reply streamed at real time.
 
@@ -238,14 +258,17 @@ class ReplyTrack(MediaStreamTrack):
         late (a stall upstream or on this loop) the reply ran dry, was padded with
         silence, and every sample after it reaches the caller that much later, for as
         long as the stream goes on.  When the queue stayed deeper than one frame (the
-        floor of a stream that comes on time) through :data:`CATCH_UP_WINDOWS` windows in
-        a row, each with audio coming at about real time (:data:`LIVE_RATE`), the depth
-        it never needed is shed, up to the padding the reply gained, by skipping quiet
-        frames (pauses under :data:`QUIET_PEAK`, never speech), as a receiver's jitter
-        buffer drops silence.  A reply that never ran dry (a model's faster-than-real-
-        time burst, however it goes on) is played as it came.
+        floor of a stream that comes on time) through the look-back (:data:`FIRST_LOOK_BACK`
+        windows, :data:`LEARNED_LOOK_BACK` once a shed proved premature in this call), each
+        window with audio coming at about real time (:data:`LIVE_RATE`), half the depth
+        it never needed (rounded up) is shed, up to the padding the reply gained, by
+        skipping quiet frames (pauses under :data:`QUIET_PEAK`, never speech), as a
+        receiver's jitter buffer drops silence.  A reply that never ran dry (a model's
+        faster-than-real-time burst, however it goes on) is played as it came.
         """
         queued = len(self._queue)
+        if self._frames_since_shed is not None:
+            self._frames_since_shed += 1
         if self._window_frames == 0 or queued < self._window_floor:
             self._window_floor = queued
         self._window_frames += 1
@@ -254,9 +277,10 @@ class ReplyTrack(MediaStreamTrack):
             low, high = LIVE_RATE
             if low <= pushed <= high:
                 self._floors.append(self._window_floor)
-                if len(self._floors) == CATCH_UP_WINDOWS:
-                    spare = min(self._floors) // self.frame_bytes - 1
-                    self._catch_up_frames = max(min(spare, self._delay_added), 0)
+                if len(self._floors) >= self._look_back:
+                    recent = list(self._floors)[-self._look_back :]
+                    spare = min(recent) // self.frame_bytes - 1
+                    self._catch_up_frames = max(min((spare + 1) // 2, self._delay_added), 0)
                     if self._catch_up_frames:
                         self._floors.clear()  # their depths are the ones being shed
             else:
@@ -274,11 +298,13 @@ class ReplyTrack(MediaStreamTrack):
             self._delay_added -= 1
             self.reply_samples_played += self.frame_samples  # where the reply is now
             self.stats.caught_up_ms += self.frame_ms
+            self._frames_since_shed = 0
 
     def _forget_windows(self) -> None:
         self._window_frames = self._window_pushed = self._catch_up_frames = 0
         self._delay_added = 0
         self._floors.clear()
+        self._frames_since_shed = None
 
     def _next_frame(self) -> av.AudioFrame:
         """The next frame without pacing (benchmarks)."""

@@ -232,6 +232,119 @@ async def test_a_late_delta_in_a_live_stream_is_shed_in_a_pause_not_kept_for_goo
     assert track.reply_samples_played == len(audio) // 2
 
 
+def stream_with_stalls(track: ReplyTrack, audio: bytes, stalls: dict[int, int]) -> list[int]:
+    """As :func:`stream_live` with a stall of ``stalls[tick]`` ticks at each such tick; the
+    queue's depth in frames before each tick's take."""
+    arrivals: dict[int, list[bytes]] = {}
+    held_until = -1
+    for start in range(0, len(audio), 2 * FRAME):
+        tick = start // FRAME
+        for at, late_by in stalls.items():
+            if at <= tick < at + late_by:
+                held_until = at + late_by
+        arrivals.setdefault(max(tick, held_until), []).append(audio[start : start + 2 * FRAME])
+    depths: list[int] = []
+    for tick in range(max(arrivals) + 1):
+        for delta in arrivals.get(tick, []):
+            track.push(delta)
+        depths.append(len(track._queue) // FRAME)
+        track.take_frame()
+    return depths
+
+
+def without_catching_up(track: ReplyTrack) -> ReplyTrack:
+    track._catch_up = lambda: None  # type: ignore[method-assign]
+    return track
+
+
+async def test_a_short_call_loses_a_late_delta_within_seconds() -> None:
+    """The first shed waits one second of spare depth, not five: a short call (a question,
+    a beep test) gets its delay back while it lasts."""
+    audio = beeps(10.0)
+    plain = stream_with_stalls(without_catching_up(make_track()[0]), audio, {20: 4})
+    track, _ = make_track()
+    depths = stream_with_stalls(track, audio, {20: 4})
+    four_s_later = 24 + 200
+    assert plain[four_s_later] == plain[10] + 4  # plain pacing keeps the stall's 80 ms
+    assert depths[four_s_later] == depths[10]  # here it is gone four seconds after
+    assert track.stats.caught_up_ms == 80
+
+
+async def test_half_the_spare_depth_goes_at_a_time() -> None:
+    """Shedding what the queue did not need for a second only half at a time: if the
+    next late delta comes soon after, the reply does not run dry at once."""
+    track, _ = make_track()
+    depths = stream_with_stalls(track, beeps(10.0), {20: 4})
+    assert depths[24 + 30] == depths[10] + 4  # the stall's 80 ms, before the look-back
+    assert depths[24 + 76] == depths[10] + 2  # a second later: half of it shed
+    assert depths[24 + 200] == depths[10]  # then the rest, in smaller steps
+
+
+async def test_what_one_reply_learned_is_not_unlearned_or_misread_by_the_next() -> None:
+    """A shed in one reply does not make the next reply's first stall look premature."""
+    track, _ = make_track()
+    stream_with_stalls(track, beeps(4.0), {20: 4})
+    assert track.stats.caught_up_ms == 80  # shed, and not premature
+    track.end_of_reply()
+    for _ in range(100):
+        track.take_frame()
+    assert not track.playing
+    track.new_reply()
+    depths = stream_with_stalls(track, beeps(10.0), {20: 4})  # within 10 s of that shed
+    assert depths[24 + 200] == depths[10]  # still shed after a second's look-back
+
+
+async def test_a_reply_that_ran_dry_again_stops_shedding_at_once() -> None:
+    """A shed is spent one pause at a time; if the reply runs dry before it is spent,
+    what is left of it is not shed (the margin was needed after all)."""
+    pcm = np.frombuffer(ramp(8.0), dtype="<i2").copy()
+    for frame in range(5, len(pcm) // 480, 6):  # speech with a 20 ms pause every 120 ms
+        pcm[frame * 480 : (frame + 1) * 480] = 0
+    track, _ = make_track()
+    events: list[tuple[int, str]] = []
+    ticks = 0
+    take = track.take_frame
+
+    def logged() -> av.AudioFrame:
+        nonlocal ticks
+        shed, dry = track.stats.caught_up_ms, track.stats.underruns
+        frame = take()
+        if track.stats.caught_up_ms > shed:
+            events.append((ticks, "shed"))
+        if track.stats.underruns > dry:
+            events.append((ticks, "dry"))
+        ticks += 1
+        return frame
+
+    track.take_frame = logged  # type: ignore[method-assign]
+    stream_with_stalls(track, pcm.tobytes(), {20: 10, 100: 14})  # 200 ms, then 280 ms late
+    first_shed = next(tick for tick, kind in events if kind == "shed")
+    dry_again = next(tick for tick, kind in events if kind == "dry" and tick > first_shed)
+    later_sheds = [tick for tick, kind in events if kind == "shed" and tick > dry_again]
+    assert later_sheds, "the delay is shed in the end"
+    assert later_sheds[0] - dry_again > 50 * 4  # not a second after, but after a look-back
+
+
+async def test_late_deltas_that_recur_keep_the_margin_they_need() -> None:
+    """A delta 60 ms late every 1.5 s: shedding after a second proves premature once,
+    the call's look-back becomes five seconds, and the stream settles with the margin
+    instead of running dry again and again."""
+    audio = beeps(40.0)
+    stalls = {tick: 3 for tick in range(20, 2000, 75)}
+    plain = without_catching_up(make_track()[0])
+    stream_with_stalls(plain, audio, stalls)
+    track, _ = make_track()
+    depths = stream_with_stalls(track, audio, stalls)
+    assert track.stats.underruns - plain.stats.underruns <= 3  # one lesson, then none
+    assert min(depths[-500:]) >= 1  # the last 10 s never ran dry
+    # The lesson is the call's: its next reply keeps a stall's delay for longer than
+    # the first second (a fresh call sheds it within four, as above).
+    track.flush()
+    track.new_reply()
+    depths = stream_with_stalls(track, beeps(10.0), {20: 4})
+    assert depths[24 + 200] == depths[10] + 4
+
+
 async def test_speech_is_never_skipped_to_catch_up() -> None:
     track, _ = make_track()
     audio = ramp(4.0)  # no pause anywhere
