@@ -191,7 +191,10 @@ class ReplyTrack(MediaStreamTrack):
         if self._start is None:
             self._start = now
         if self.idle == "nothing" and not self._queue:
+            mid_reply, flushes = self._in_reply and not self._reply_ending, self.stats.flushes
             while not self._queue:
+                if self._finish_reply_if_drained():
+                    mid_reply = False
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 if self.readyState != "live":
@@ -199,6 +202,9 @@ class ReplyTrack(MediaStreamTrack):
             # Skip the pts ahead by the time spent idle; play the first frame at once.
             now = self._clock()
             elapsed_frames = int((now - self._start) / self.frame_seconds)
+            if mid_reply and self.stats.flushes == flushes and self._in_reply:
+                for _ in range(elapsed_frames - self._frame_index):
+                    self._underrun()  # the reply ran dry: what comes now comes that late
             self._frame_index = max(self._frame_index, elapsed_frames)
             self._start = now - self._frame_index * self.frame_seconds
         else:
@@ -232,13 +238,19 @@ class ReplyTrack(MediaStreamTrack):
         pts = self._frame_index * self.frame_samples
         self._frame_index += 1
         self.stats.frames_sent += 1
-        if self._in_reply and self._reply_ending and not self._queue:
-            self._in_reply = False
-            self._reply_ending = False
-            self._forget_windows()
-            if self.on_drained is not None:
-                self.on_drained()
+        self._finish_reply_if_drained()
         return payload, pts, idle
+
+    def _finish_reply_if_drained(self) -> bool:
+        """A reply that ended and has nothing left to play is over (once)."""
+        if not (self._in_reply and self._reply_ending and not self._queue):
+            return False
+        self._in_reply = False
+        self._reply_ending = False
+        self._forget_windows()
+        if self.on_drained is not None:
+            self.on_drained()
+        return True
 
     def _underrun(self) -> None:
         """The reply ran dry: pad; a shed shortly before was premature, and what is still
@@ -324,6 +336,10 @@ class ReplyTrack(MediaStreamTrack):
         clock's beat), as :meth:`next_pcm` gives it; None with ``idle="nothing"`` and
         nothing queued (the pts still moves on: time passed)."""
         if self.idle == "nothing" and not self._queue:
+            if self._in_reply and not self._reply_ending:
+                self._catch_up()  # the windows keep time
+                self._underrun()  # nothing sent, in a reply: what comes next comes late
+            self._finish_reply_if_drained()
             self._frame_index += 1
             return None
         return self._next_payload()

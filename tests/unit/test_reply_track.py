@@ -156,6 +156,76 @@ async def test_idle_nothing_sends_no_frames_and_skips_pts_ahead() -> None:
     track.stop()
 
 
+async def test_idle_nothing_ends_a_reply_whose_end_came_after_its_last_frame() -> None:
+    """With ``--idle-audio nothing`` a reply that ran out before the model said it was
+    done still ends (the caller's state leaves "speaking"), on both ways of pacing."""
+    paced, _ = make_track(idle="nothing")
+    drained: list[str] = []
+    paced.on_drained = lambda: drained.append("paced")
+    paced.push(ramp(0.04))
+    assert paced.take_paced() is not None
+    assert paced.take_paced() is not None
+    assert paced.take_paced() is None
+    assert paced.playing
+    paced.end_of_reply()
+    assert paced.take_paced() is None
+    assert drained == ["paced"]
+    assert not paced.playing
+
+    track, _vt = make_track(idle="nothing")
+    track.on_drained = lambda: drained.append("recv")
+    track.push(ramp(0.04))
+    await track.recv()
+    await track.recv()
+    pending = asyncio.create_task(track.recv())
+    await asyncio.sleep(0.01)
+    track.end_of_reply()
+    await asyncio.sleep(0.01)
+    assert drained == ["paced", "recv"]
+    assert not track.playing
+    assert not pending.done()  # and nothing more is sent
+    pending.cancel()
+    track.stop()
+
+
+async def test_idle_nothing_counts_a_reply_that_ran_dry_and_catches_up() -> None:
+    """Sending nothing in a reply's gap delays the rest as padding would: it is counted
+    as underruns, and shed later in a pause like padding."""
+    track, _ = make_track(idle="nothing")
+    audio = beeps(6.0)
+    arrivals: dict[int, list[bytes]] = {}
+    for start in range(0, len(audio), 2 * FRAME):
+        tick = start // FRAME
+        arrivals.setdefault(max(tick, 24) if 20 <= tick < 24 else tick, []).append(
+            audio[start : start + 2 * FRAME]
+        )
+    played = bytearray()
+    for tick in range(max(arrivals) + 1):
+        for delta in arrivals.get(tick, []):
+            track.push(delta)
+        taken = track.take_paced()
+        if taken is not None:
+            played += taken[0]
+    assert track.stats.underruns == 4  # the 80 ms the stall left nothing to send
+    assert track.stats.caught_up_ms == 80  # and the same delay, shed in pauses
+    assert np.array_equal(speech_order(bytes(played)), speech_order(audio))
+
+    gap, vt = make_track(idle="nothing")  # the same through recv()
+    gap.push(ramp(0.04))
+    await gap.recv()
+    await gap.recv()
+    pending = asyncio.create_task(gap.recv())
+    await asyncio.sleep(0.01)
+    vt.now += 0.11  # 110 ms with nothing to send, mid-reply
+    gap.push(ramp(0.04))
+    late = await asyncio.wait_for(pending, 1)
+    skipped = late.pts // 480 - 2  # frames that went unsent
+    assert skipped >= 4
+    assert gap.stats.underruns == skipped
+    assert gap.playing
+    gap.stop()
+
+
 async def test_played_samples_count_for_truncation() -> None:
     track, _ = make_track()
     track.new_reply()
