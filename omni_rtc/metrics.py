@@ -69,6 +69,12 @@ class Metrics:
             "20 ms reply frames padded with silence in the middle of a reply",
             registry=r,
         )
+        self.reply_caught_up = Counter(
+            "omni_rtc_reply_caught_up_seconds",
+            "Quiet reply audio skipped to shed the delay that late deltas left in a reply "
+            "streamed at real time",
+            registry=r,
+        )
         self.images_sent = Counter(
             "omni_rtc_images_sent", "Camera JPEGs sent to the model", registry=r
         )

@@ -30,7 +30,7 @@ from ..realtime.client import RealtimeClient
 from ..realtime.profiles import ProviderProfile
 from ..realtime.session import SessionConfig
 from . import limits as call_limits
-from .downlink import Downlink
+from .downlink import Downlink, caught_up_ms
 from .events import (
     CallError,
     CallStarted,
@@ -287,7 +287,8 @@ class Conversation:
         log.log(
             logging.WARNING if reason in FAILED_ENDINGS else logging.INFO,
             "call %s: ended (%s%s) after %.1f s: %d audio chunks and %d images up, "
-            "%d barge-ins, %d DTMF digits, %d ms of reply, %d underruns",
+            "%d barge-ins, %d DTMF digits, %d ms of reply, %d underruns, "
+            "%d ms of pauses skipped to catch up",
             self.id,
             reason,
             f": {detail}" if detail else "",
@@ -298,6 +299,7 @@ class Conversation:
             self.stats["dtmf"],
             played_ms,
             self.sink.underruns,
+            caught_up_ms(self.sink),
         )
 
     # ---------------------------------------------------------------- caller -> model

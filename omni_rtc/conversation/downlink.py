@@ -25,6 +25,7 @@ class Downlink:
         self._resampler = PcmResampler(conversation.profile.output_rate, sink.sample_rate)
         self._turn_ended_at: float | None = None
         self._underruns_reported = 0
+        self._caught_up_reported = 0
         sink.on_drained = self._drained
 
     def turn_ended(self) -> None:
@@ -95,3 +96,12 @@ class Downlink:
         if new > 0:
             self.conv.metrics.reply_underruns.inc(new)
             self._underruns_reported += new
+        caught_up = caught_up_ms(self.conv.sink) - self._caught_up_reported
+        if caught_up > 0:
+            self.conv.metrics.reply_caught_up.inc(caught_up / 1000)
+            self._caught_up_reported += caught_up
+
+
+def caught_up_ms(sink: object) -> int:
+    """Quiet reply audio a paced sink skipped to catch up (an optional sink attribute)."""
+    return int(getattr(sink, "caught_up_ms", 0))

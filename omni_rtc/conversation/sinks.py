@@ -35,7 +35,11 @@ class ReplySink(Protocol):
         ...
 
     on_drained: Callable[[], None] | None
-    """Set by the conversation: called once when a finished reply has been played out."""
+    """Set by the conversation: called once when a finished reply has been played out.
+
+    A paced sink may also offer ``caught_up_ms`` (quiet reply audio it skipped to shed
+    delay, as :class:`~omni_rtc.media.reply_track.ReplyTrack` does): it is counted in the
+    metrics and the end-of-call log when present."""
 
     def push(self, pcm: bytes) -> None: ...
 

@@ -175,6 +175,11 @@ class ReplyTrack(MediaStreamTrack):
     def underruns(self) -> int:
         return self.stats.underruns
 
+    @property
+    def caught_up_ms(self) -> int:
+        """Quiet reply audio skipped so far to catch up (see :meth:`_catch_up`)."""
+        return self.stats.caught_up_ms
+
     # ---------------------------------------------------------------- aiortc side
 
     async def recv(self) -> av.AudioFrame:

@@ -162,6 +162,7 @@ async def test_metrics_during_and_after_a_call(speech_wav) -> None:
     assert metric(during, 'omni_rtc_media_bytes_total{direction="down"}') > 24_000
     assert "omni_rtc_barge_ins_total" in after
     assert "omni_rtc_reply_underruns_total" in after
+    assert "omni_rtc_reply_caught_up_seconds_total" in after
     assert KEY not in during
     assert KEY not in after
 

@@ -415,6 +415,27 @@ async def test_late_deltas_that_recur_keep_the_margin_they_need() -> None:
     assert depths[24 + 200] == depths[10] + 4
 
 
+async def test_what_was_skipped_to_catch_up_reaches_the_metrics() -> None:
+    """Operators see catching up happen: the downlink counts the skipped pauses."""
+    from types import SimpleNamespace
+
+    from omni_rtc.conversation.downlink import Downlink
+    from omni_rtc.metrics import Metrics
+
+    track, _ = make_track()
+    metrics = Metrics()
+    conversation = SimpleNamespace(
+        sink=track, metrics=metrics, profile=SimpleNamespace(output_rate=RATE)
+    )
+    downlink = Downlink(conversation)  # type: ignore[arg-type]
+    stream_with_stalls(track, beeps(6.0), {20: 4})
+    downlink.report_underruns()
+    downlink.report_underruns()  # reported once, not twice
+    sample = metrics.registry.get_sample_value("omni_rtc_reply_caught_up_seconds_total")
+    assert track.caught_up_ms == 80
+    assert sample == pytest.approx(0.08)
+
+
 async def test_speech_is_never_skipped_to_catch_up() -> None:
     track, _ = make_track()
     audio = ramp(4.0)  # no pause anywhere
