@@ -97,6 +97,8 @@ class ReplyTrack(MediaStreamTrack):
         self._odd = b""
         self._in_reply = False
         self._reply_ending = False
+        self._replies_ended = 0
+        """Replies played out or flushed: a wait in which one ended was not a gap in one."""
         self._start: float | None = None
         self._frame_index = 0
         self._wakeup = asyncio.Event()
@@ -147,6 +149,8 @@ class ReplyTrack(MediaStreamTrack):
         """No more audio for this reply: a short last frame is padded without an underrun."""
         if self._in_reply:
             self._reply_ending = True
+            if self.idle == "nothing":
+                self._finish_reply_if_drained()  # no frame will be sent to end it
             self._wakeup.set()
 
     def flush(self) -> int:
@@ -159,6 +163,7 @@ class ReplyTrack(MediaStreamTrack):
         self._reply_ending = False
         self._forget_windows()
         if was_playing:
+            self._replies_ended += 1
             self.stats.flushes += 1
             self.stats.dropped_ms += dropped
         return dropped
@@ -196,10 +201,9 @@ class ReplyTrack(MediaStreamTrack):
         if self._start is None:
             self._start = now
         if self.idle == "nothing" and not self._queue:
-            mid_reply, flushes = self._in_reply and not self._reply_ending, self.stats.flushes
+            mid_reply = self._in_reply and not self._reply_ending
+            replies_ended = self._replies_ended
             while not self._queue:
-                if self._finish_reply_if_drained():
-                    mid_reply = False
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 if self.readyState != "live":
@@ -207,7 +211,7 @@ class ReplyTrack(MediaStreamTrack):
             # Skip the pts ahead by the time spent idle; play the first frame at once.
             now = self._clock()
             elapsed_frames = int((now - self._start) / self.frame_seconds)
-            if mid_reply and self.stats.flushes == flushes and self._in_reply:
+            if mid_reply and self._replies_ended == replies_ended:
                 for _ in range(elapsed_frames - self._frame_index):
                     self._underrun()  # the reply ran dry: what comes now comes that late
             self._frame_index = max(self._frame_index, elapsed_frames)
@@ -252,6 +256,7 @@ class ReplyTrack(MediaStreamTrack):
             return False
         self._in_reply = False
         self._reply_ending = False
+        self._replies_ended += 1
         self._forget_windows()
         if self.on_drained is not None:
             self.on_drained()

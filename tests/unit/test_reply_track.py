@@ -188,6 +188,28 @@ async def test_idle_nothing_ends_a_reply_whose_end_came_after_its_last_frame() -
     track.stop()
 
 
+async def test_idle_nothing_a_new_reply_after_a_wait_is_not_a_gap_in_the_old_one() -> None:
+    """One reply ends and the next begins while recv() waits: the first is over (once),
+    and the time between them is not counted as the new reply running dry."""
+    track, vt = make_track(idle="nothing")
+    drained: list[int] = []
+    track.on_drained = lambda: drained.append(1)
+    track.push(ramp(0.04))
+    await track.recv()
+    await track.recv()
+    pending = asyncio.create_task(track.recv())
+    await asyncio.sleep(0.01)
+    vt.now += 2.0
+    track.end_of_reply()  # all in one turn of the loop, before recv() resumes
+    track.new_reply()
+    track.push(ramp(0.04))
+    await asyncio.wait_for(pending, 1)
+    assert drained == [1]
+    assert track.stats.underruns == 0
+    assert track.playing
+    track.stop()
+
+
 async def test_idle_nothing_counts_a_reply_that_ran_dry_and_catches_up() -> None:
     """Sending nothing in a reply's gap delays the rest as padding would: it is counted
     as underruns, and shed later in a pause like padding."""
