@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -117,7 +118,8 @@ class ReplyTrack(MediaStreamTrack):
         """The queue's lowest depth in each of the last windows, newest last."""
         self._look_back = FIRST_LOOK_BACK
         """Windows of spare depth needed before shedding; kept for the call (its path)."""
-        self._frames_since_shed: int | None = None
+        self._shed_at: int | None = None
+        """The frame index of the last frame shed in this reply (None: none since it ran dry)."""
         self._catch_up_frames = 0
         self._delay_added = 0
         """Frames of silence this reply was padded with (it ran dry): the delay it has
@@ -250,17 +252,16 @@ class ReplyTrack(MediaStreamTrack):
         self._finish_reply_if_drained()
         return payload, pts, idle
 
-    def _finish_reply_if_drained(self) -> bool:
+    def _finish_reply_if_drained(self) -> None:
         """A reply that ended and has nothing left to play is over (once)."""
         if not (self._in_reply and self._reply_ending and not self._queue):
-            return False
+            return
         self._in_reply = False
         self._reply_ending = False
         self._replies_ended += 1
         self._forget_windows()
         if self.on_drained is not None:
             self.on_drained()
-        return True
 
     def _underrun(self) -> None:
         """The reply ran dry: pad; a shed shortly before was premature, and what is still
@@ -268,10 +269,13 @@ class ReplyTrack(MediaStreamTrack):
         self.stats.underruns += 1
         self._delay_added += 1
         self._catch_up_frames = 0
-        since = self._frames_since_shed
-        if since is not None and since * self.frame_ms < PREMATURE_WITHIN_MS:
+        shed_at = self._shed_at
+        if (
+            shed_at is not None
+            and (self._frame_index - shed_at) * self.frame_ms < PREMATURE_WITHIN_MS
+        ):
             self._look_back = LEARNED_LOOK_BACK
-        self._frames_since_shed = None
+        self._shed_at = None
 
     def _catch_up(self) -> None:
         """Shed the delay a late delta left behind in a reply streamed at real time.
@@ -289,8 +293,6 @@ class ReplyTrack(MediaStreamTrack):
         faster-than-real-time burst, however it goes on) is played as it came.
         """
         queued = len(self._queue)
-        if self._frames_since_shed is not None:
-            self._frames_since_shed += 1
         if self._window_frames == 0 or queued < self._window_floor:
             self._window_floor = queued
         self._window_frames += 1
@@ -300,7 +302,7 @@ class ReplyTrack(MediaStreamTrack):
             if low <= pushed <= high:
                 self._floors.append(self._window_floor)
                 if len(self._floors) >= self._look_back:
-                    recent = list(self._floors)[-self._look_back :]
+                    recent = itertools.islice(reversed(self._floors), self._look_back)
                     spare = min(recent) // self.frame_bytes - 1
                     self._catch_up_frames = max(min((spare + 1) // 2, self._delay_added), 0)
                     if self._catch_up_frames:
@@ -320,13 +322,13 @@ class ReplyTrack(MediaStreamTrack):
             self._delay_added -= 1
             self.reply_samples_played += self.frame_samples  # where the reply is now
             self.stats.caught_up_ms += self.frame_ms
-            self._frames_since_shed = 0
+            self._shed_at = self._frame_index
 
     def _forget_windows(self) -> None:
         self._window_frames = self._window_pushed = self._catch_up_frames = 0
         self._delay_added = 0
         self._floors.clear()
-        self._frames_since_shed = None
+        self._shed_at = None
 
     def _next_frame(self) -> av.AudioFrame:
         """The next frame without pacing (benchmarks)."""
@@ -349,7 +351,6 @@ class ReplyTrack(MediaStreamTrack):
             if self._in_reply and not self._reply_ending:
                 self._catch_up()  # the windows keep time
                 self._underrun()  # nothing sent, in a reply: what comes next comes late
-            self._finish_reply_if_drained()
             self._frame_index += 1
             return None
         return self._next_payload()
