@@ -1,7 +1,8 @@
 """One /metrics for all processes: the workers' series summed, label set by label set.
 
 Counters, gauges and histogram buckets add up across processes; the process start time
-takes the earliest; ``*_created`` timestamps (optional in the text format) are left out.
+takes the earliest; ``*_created`` timestamps (optional in the text format) are left out,
+and with them the gauge families prometheus_client writes them as.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ def merge(texts: Iterable[str]) -> str:
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
+            samples = [s for s in family.samples if not s.name.endswith("_created")]
+            if family.samples and not samples:
+                continue  # a family of creation times only: nothing to add up
             families.setdefault(family.name, (family.type, family.documentation))
             series = values.setdefault(family.name, {})
-            for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue
+            for sample in samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 if sample.name.endswith(EARLIEST):
                     series[key] = min(series.get(key, math.inf), sample.value)
