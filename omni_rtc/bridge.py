@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
 from .calls import CallManager, CallOptions, CapacityError, OfferError
+from .camera_threads import CameraThreads
 from .config import Settings
 from .conversation.core import Conversation
 from .conversation.events import Notice
@@ -80,15 +81,19 @@ class Bridge:
         use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
-        self.load = LoopLoad(self.settings.max_loop_busy / 100)
+        self.camera_threads = CameraThreads(max(2, min(4, os.cpu_count() or 2)))
+        self.executor = self.camera_threads.executor
+        """Camera decoding and JPEG encoding, off the event loop and below its priority."""
+        camera_cpu = self.camera_threads.cpu_seconds
+        self.load = LoopLoad(
+            self.settings.max_loop_busy / 100,
+            cpu_clock=lambda: time.thread_time() + camera_cpu(),
+        )
         self.calls = CallManager(self.settings.max_calls, self.metrics, self.load)
         self.metrics.watch_overload(
             lambda: self.calls.overloaded,
             lambda: self.load.lean_share,
             lambda: self.load.light,
-        )
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="omni-rtc-jpeg"
         )
         self._upstream_url = upstream_url or self.settings.base_url()
         self._emulator: Emulator | None = None
@@ -134,7 +139,7 @@ class Bridge:
         self._closed = True
         await self.calls.close_all(reason)
         self.load.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.camera_threads.shutdown()
         if self._emulator is not None:
             await self._emulator.stop()
             self._emulator = None

@@ -38,10 +38,12 @@ would switch only at a key frame that may be minutes away).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -427,6 +429,13 @@ class VideoDecoder:
     whether inter frames are decoded without the loop filter (checked at key frames).
     Codecs the gate does not understand are decoded frame by frame with aiortc's own
     decoder.
+
+    Without an ``executor`` every frame the gate keeps is decoded at once and delivered.
+    With one (the server's camera threads), the frames the gate keeps wait until the
+    sampler's next image is due, then the whole run of them goes to the executor in one
+    job and only the newest is delivered: the event loop, which paces every call's
+    audio, never waits for VP8, and wakes once per image instead of once per frame.  A
+    call has at most one job in the executor at a time (its frames decode in order).
     """
 
     def __init__(
@@ -439,19 +448,28 @@ class VideoDecoder:
         lean: Callable[[], bool] = lambda: False,
         light: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
     ) -> None:
         self.gate = DecodeGate()
         self._lean = lean
         self._light = light
         self.decoding_light = False
-        """The open decoder skips the loop filter on inter frames."""
+        """The decoder (as of the newest kept frame) skips the loop filter on inter frames."""
         self._due = due
         self._interval = interval
         self._deliver = deliver
         self._request_key_frame = request_key_frame
         self._clock = clock
+        self._executor = executor
         self._codec_name: str | None = None
-        self._codec: Any = None
+        """The codec the kept frames go to (the decoder itself may still be behind)."""
+        self._frames = _FrameRun()
+        self._pending: list[_KeptFrame] = []
+        self._in_flight = False
+        self._flush_when_done = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._keys_kept = 0
+        self._closed = False
         self._fallback: Any = None
 
     def __call__(self, codec: Any, data: bytes, timestamp: int) -> None:
@@ -470,50 +488,103 @@ class VideoDecoder:
         )
         if send_pli:
             self._request_key_frame()
-        if not decode:
+        if not decode or self._closed:
             return
+        opening = self._open_for_key_frame(mime, now) if key else None
+        if opening is None and self._codec_name != mime:
+            opening = self._opening(mime, light=False)
         if key:
-            self._open_for_key_frame(mime, now)
-        frame = self._decode(mime, data, timestamp)
-        if frame is not None:
-            self._deliver(frame)
+            self._keys_kept += 1
+            self._pending.clear()  # nothing before a key frame is needed any more
+        self._pending.append(_KeptFrame(data, timestamp, opening, self._keys_kept))
+        if self._executor is None:
+            self._decode_now()
+        elif now >= due or len(self._pending) >= MAX_KEPT_FRAMES:
+            self._flush()
+        elif self._flush_timer is None and due != NEVER:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(due - now, self._flush)
+
+    @property
+    def decoding(self) -> bool:
+        """Frames are being decoded in the executor."""
+        return self._in_flight
 
     def sampled(self) -> None:
         """The sampler took a frame (it may be time to learn whether PLIs work)."""
         if self.gate.after_sample(self._clock(), self._interval()):
             self._request_key_frame()
 
-    def _open_for_key_frame(self, mime: str, now: float) -> None:
+    def close(self) -> None:
+        """The call ended: nothing more is decoded or delivered."""
+        self._closed = True
+        self._pending.clear()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _open_for_key_frame(self, mime: str, now: float) -> tuple[str, bool] | None:
         """Nothing before a key frame is needed: open the decoder light or in full, as
         the process asks (light only for VP8 senders that send key frames of their own
         often: a sender keyed by our PLIs may stop answering, and its chain grow long)."""
         light = mime == "video/vp8" and self._light() and self.gate.keys_of_its_own_often(now)
         if self._codec_name != mime or light != self.decoding_light:
-            self._open(mime, light=light)
+            return self._opening(mime, light=light)
+        return None
 
-    def _decode(self, mime: str, data: bytes, timestamp: int) -> av.VideoFrame | None:
-        if self._codec_name != mime:
-            self._open(mime, light=False)
-        packet = av.Packet(data)
-        packet.pts = timestamp
-        try:
-            frames = self._codec.decode(packet)
-        except av.FFmpegError as exc:
-            self.gate.decode_failed()
-            log.debug("camera frame did not decode: %s", exc)
-            self._request_key_frame()
-            return None
-        last = frames[-1] if frames else None
-        return last if isinstance(last, av.VideoFrame) else None
-
-    def _open(self, mime: str, *, light: bool) -> None:
-        """A fresh decoder (its first frame is a key frame, or nothing decodes)."""
-        self._codec = av.CodecContext.create(_DECODERS[mime], "r")
-        self._codec.thread_count = 1  # on the event loop: no threads, no frame delay
-        if light:
-            self._codec.options = {"skip_loop_filter": "nokey"}
+    def _opening(self, mime: str, *, light: bool) -> tuple[str, bool]:
         self._codec_name = mime
         self.decoding_light = light
+        return (mime, light)
+
+    def _decode_now(self) -> None:
+        batch, self._pending = self._pending, []
+        self._decoded(self._frames.decode(batch), batch[-1].keys_kept)
+
+    def _flush(self) -> None:
+        """The kept frames to the executor (after the job in flight, if any)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._in_flight:
+            self._flush_when_done = True
+            return
+        if not self._pending or self._closed:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            job = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._frames.decode, batch
+            )
+        except RuntimeError:  # the executor is shut down: the server is stopping
+            self.close()
+            return
+        self._in_flight = True
+        job.add_done_callback(lambda done: self._job_done(done, batch[-1].keys_kept))
+
+    def _job_done(self, job: asyncio.Future[_Decoded], keys_kept: int) -> None:
+        self._in_flight = False
+        if self._closed or job.cancelled():
+            return
+        error = job.exception()
+        if error is not None:
+            log.warning("camera decoding failed: %r", error)
+            self._decoded(_Decoded(None, failed=True), keys_kept)
+        else:
+            self._decoded(job.result(), keys_kept)
+        if self._flush_when_done:
+            self._flush_when_done = False
+            self._flush()
+
+    def _decoded(self, result: _Decoded, keys_kept: int) -> None:
+        if result.failed:
+            if keys_kept == self._keys_kept:  # no newer key frame restarted the chain
+                self.gate.decode_failed()
+            else:
+                self.gate.stats.decode_errors += 1
+            self._request_key_frame()
+        if result.frame is not None:
+            self._deliver(result.frame)
 
     def _decode_other(self, codec: Any, data: bytes, timestamp: int) -> None:
         from aiortc.codecs import get_decoder
@@ -532,3 +603,55 @@ class VideoDecoder:
         for frame in frames:
             if isinstance(frame, av.VideoFrame):
                 self._deliver(frame)
+
+
+MAX_KEPT_FRAMES = 64
+"""Frames kept waiting for the sampler, at most (2 s at 30 fps): then decoded anyway."""
+
+
+@dataclass
+class _KeptFrame:
+    data: bytes
+    timestamp: int
+    opening: tuple[str, bool] | None
+    """Open a fresh decoder for this (key) frame: (mime type, light)."""
+    keys_kept: int
+    """How many key frames the call had kept when this frame was."""
+
+
+@dataclass
+class _Decoded:
+    frame: av.VideoFrame | None
+    failed: bool = False
+
+
+class _FrameRun:
+    """FFmpeg's decoder for one call: runs on one thread at a time, frames in order."""
+
+    def __init__(self) -> None:
+        self._codec: Any = None
+
+    def decode(self, batch: list[_KeptFrame]) -> _Decoded:
+        """Every frame of ``batch`` in order; the newest picture.  A frame FFmpeg refuses
+        ends the run (the chain is broken until the next key frame)."""
+        last: av.VideoFrame | None = None
+        for kept in batch:
+            if kept.opening is not None:
+                self._open(*kept.opening)
+            packet = av.Packet(kept.data)
+            packet.pts = kept.timestamp
+            try:
+                frames = self._codec.decode(packet)
+            except av.FFmpegError as exc:
+                log.debug("camera frame did not decode: %s", exc)
+                return _Decoded(last, failed=True)
+            if frames and isinstance(frames[-1], av.VideoFrame):
+                last = frames[-1]
+        return _Decoded(last)
+
+    def _open(self, mime: str, light: bool) -> None:
+        """A fresh decoder (its first frame is a key frame, or nothing decodes)."""
+        self._codec = av.CodecContext.create(_DECODERS[mime], "r")
+        self._codec.thread_count = 1  # a frame in, its picture out: no frame delay
+        if light:
+            self._codec.options = {"skip_loop_filter": "nokey"}

@@ -196,6 +196,7 @@ class WebRtcCall:
             lean=self.lean_video,
             light=self.light_video,
             clock=sampler.clock,
+            executor=self.conversation.executor,
         )
         sampler.on_sample = decoder.sampled
         route.to = decoder
@@ -365,6 +366,7 @@ class WebRtcCall:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), 2)
         for decoder in self.video_decoders:
+            decoder.close()
             log.debug(
                 "call %s: camera frames %s, PLIs %s",
                 self.id,

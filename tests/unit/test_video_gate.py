@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import math
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
@@ -467,3 +472,216 @@ def test_lean_holds_on_a_loaded_loop_where_key_frames_arrive_late() -> None:
         decoded += decode and index >= 150
     assert decoded == 15  # the 15 key frames after 5 s, nothing else
     assert gate.stats.plis == 0
+
+
+# ------------------------------------------------------------ decoding in camera threads
+
+
+class RecordingExecutor(ThreadPoolExecutor):
+    """A real pool that notes which thread ran each job and how many frames it took."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers, thread_name_prefix="camera-test")
+        self.jobs: list[tuple[str, int]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def noted() -> Any:
+            self.jobs.append((threading.current_thread().name, len(args[0])))
+            return fn(*args, **kwargs)
+
+        return super().submit(noted)
+
+
+async def settled(decoder: VideoDecoder) -> None:
+    for _ in range(2000):
+        if not decoder.decoding:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the decoding job never finished")
+
+
+async def test_with_camera_threads_each_image_is_one_job_off_the_loop() -> None:
+    stream = vp8_stream(90, gop=30)
+    clock = Clock()
+    state = {"due": -math.inf}
+    delivered: list[tuple[int, av.VideoFrame]] = []
+    executor = RecordingExecutor(2)  # two threads: a call's jobs must still run in order
+    decoder = VideoDecoder(
+        due=lambda: state["due"],
+        interval=lambda: 0.5,
+        deliver=lambda frame: delivered.append((int(frame.pts or 0) // 3000, frame)),
+        request_key_frame=lambda: None,
+        clock=clock,
+        executor=executor,
+    )
+    taken = []
+    try:
+        for i, data in enumerate(stream):
+            clock.now = i / 30
+            decoder(VP8, data, i * 3000)
+            await settled(decoder)
+            if delivered and delivered[-1][0] == i and clock.now >= state["due"]:
+                taken.append(i)
+                state["due"] = clock.now + 0.5
+                decoder.sampled()
+    finally:
+        executor.shutdown()
+    assert taken == [0, 15, 30, 45, 60, 75]  # 2 images a second, as decoding on the loop
+    assert [index for index, _ in delivered] == taken  # one delivery (one wake-up) an image
+    assert {name.split("_")[0] for name, _ in executor.jobs} == {"camera-test"}
+    assert [frames for _, frames in executor.jobs] == [1, 15, 1, 15, 1, 15]
+    # the same pictures as decoding every kept frame on the loop: the runs went in order
+    reference: list[av.VideoFrame] = []
+    inline = VideoDecoder(
+        due=lambda: -math.inf,
+        interval=lambda: 0.5,
+        deliver=reference.append,
+        request_key_frame=lambda: None,
+    )
+    for i, data in enumerate(stream):
+        inline(VP8, data, i * 3000)
+    for index, frame in delivered:
+        assert np.array_equal(
+            frame.to_ndarray(format="gray"), reference[index].to_ndarray(format="gray")
+        )
+
+
+async def test_a_kept_frame_is_decoded_when_the_image_is_due_even_if_none_follows() -> None:
+    # lean: the key frame is kept ahead of the image and no later frame is decoded
+    stream = vp8_stream(2, gop=30)
+    delivered: list[av.VideoFrame] = []
+    executor = ThreadPoolExecutor(1)
+    due = time.monotonic() + 0.1
+    decoder = VideoDecoder(
+        due=lambda: due,
+        interval=lambda: 0.5,
+        deliver=delivered.append,
+        request_key_frame=lambda: None,
+        lean=lambda: True,
+        executor=executor,
+    )
+    try:
+        decoder(VP8, stream[0], 0)
+        assert delivered == []  # not before the sampler wants it
+        await asyncio.sleep(0.05)
+        assert delivered == []
+        await asyncio.sleep(0.15)
+        await settled(decoder)
+    finally:
+        executor.shutdown()
+    assert len(delivered) == 1
+    assert decoder.gate.stats.decode_errors == 0
+
+
+async def test_a_closed_call_decodes_and_delivers_nothing_more() -> None:
+    stream = vp8_stream(2, gop=30)
+    delivered: list[av.VideoFrame] = []
+    executor = RecordingExecutor(1)
+    due = {"at": time.monotonic() + 0.05}
+    decoder = VideoDecoder(
+        due=lambda: due["at"],
+        interval=lambda: 0.5,
+        deliver=delivered.append,
+        request_key_frame=lambda: None,
+        executor=executor,
+    )
+    try:
+        decoder(VP8, stream[0], 0)  # kept, waiting for the image's time
+        decoder.close()
+        await asyncio.sleep(0.1)
+        assert executor.jobs == []  # the timer went with the call
+        due["at"] = -math.inf
+        decoder2 = VideoDecoder(
+            due=lambda: due["at"],
+            interval=lambda: 0.5,
+            deliver=delivered.append,
+            request_key_frame=lambda: None,
+            executor=executor,
+        )
+        decoder2(VP8, stream[0], 0)  # due now: a job starts
+        assert decoder2.decoding
+        decoder2.close()  # ... and the call ends while it runs
+        await asyncio.sleep(0.2)
+    finally:
+        executor.shutdown()
+    assert len(executor.jobs) == 1
+    assert delivered == []
+
+
+async def test_an_undecodable_frame_in_a_camera_thread_asks_for_a_key_frame() -> None:
+    plis: list[int] = []
+    executor = ThreadPoolExecutor(1)
+    decoder = VideoDecoder(
+        due=lambda: -math.inf,
+        interval=lambda: 0.5,
+        deliver=lambda f: None,
+        request_key_frame=lambda: plis.append(1),
+        executor=executor,
+    )
+    try:
+        decoder(VP8, b"\x10\x02\x00\x9d\x01\x2a\xff\xff", 0)  # a key frame header, then junk
+        await settled(decoder)
+    finally:
+        executor.shutdown()
+    assert decoder.gate.stats.decode_errors == 1
+    assert plis == [1]
+    assert not decoder.gate.chain
+
+
+class WaitingExecutor(ThreadPoolExecutor):
+    """Each job waits ``wait`` s in the thread before it runs: a busy camera thread."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(max_workers=1)
+        self.wait = wait
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def waited() -> Any:
+            time.sleep(self.wait)
+            return fn(*args, **kwargs)
+
+        return super().submit(waited)
+
+
+async def test_a_busy_camera_thread_does_not_make_the_gate_decode_whole_chains() -> None:
+    """JPEGs that wait 150 ms for their thread: the sampler takes its frames on its grid
+    all the same (taken earlier, they would fall before the key frames the gate waits
+    for, and every second would cost the whole chain: 27 frames decoded, not 16)."""
+    from omni_rtc.media.frame_sampler import FrameSampler
+    from omni_rtc.media.jpeg import JpegEncoder
+
+    stream = vp8_stream(180, gop=30)
+    sent: list[float] = []
+
+    async def send(jpeg: bytes) -> None:
+        sent.append(time.monotonic())
+
+    jpeg_thread, decode_thread = WaitingExecutor(0.15), ThreadPoolExecutor(1)
+    sampler = FrameSampler(
+        None, fps=2, encoder=JpegEncoder(), can_send=lambda: True, send=send,
+        executor=jpeg_thread,
+    )  # fmt: skip
+    decoder = VideoDecoder(
+        due=sampler.next_frame_due,
+        interval=lambda: sampler.interval,
+        deliver=sampler.offer,
+        request_key_frame=lambda: None,
+        executor=decode_thread,
+    )
+    sampler.on_sample = decoder.sampled
+    sampler.start()
+    decoded_at: list[int] = []
+    try:
+        start = time.monotonic()
+        for i, data in enumerate(stream):
+            await asyncio.sleep(max(0.0, start + i / 30 - time.monotonic()))
+            decoder(VP8, data, i * 3000)
+            decoded_at.append(decoder.gate.stats.decoded)
+    finally:
+        await sampler.stop()
+        decoder.close()
+        jpeg_thread.shutdown()
+        decode_thread.shutdown()
+    per_second = (decoded_at[-1] - decoded_at[89]) / 3  # the last 3 s, the period learnt
+    assert per_second <= 18, per_second
+    assert len(sent) >= 10, sent  # still 2 images a second
