@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 log = logging.getLogger("omni_rtc.media")
 
 NICENESS = 10
-"""A thread at nice +10 gets ~10% of a core the loop wants too (CFS weights 110 : 1024)."""
+"""Ten steps below the loop: a thread at +10 gets ~10% of a core the loop wants too (the
+scheduler's weights for nice 10 and 0 are 110 and 1024)."""
 
 
 class CameraThreads:
@@ -49,8 +50,10 @@ class CameraThreads:
 
     def _thread_started(self) -> None:
         if sys.platform.startswith("linux"):  # elsewhere a thread id is no process id
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+            thread = threading.get_native_id()
+            try:  # below the thread that made it (the loop's, or an embedder's)
+                niceness = os.getpriority(os.PRIO_PROCESS, thread) + NICENESS
+                os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
             except OSError as exc:
                 log.debug("camera thread keeps the loop's priority: %s", exc)
         with contextlib.suppress(AttributeError, OSError):  # not on every platform

@@ -25,6 +25,13 @@ MIN_GAP_FRACTION = 0.92
 even when catching up after a late one."""
 
 
+MAX_LEAD_S = 0.08
+"""A frame is taken at most this much ahead of its slot: a camera decoded from its key
+frames is skipped in wait for the next key frame only if the image is due no more than
+0.1 s before it (``DecodeGate.slack``); taken earlier, every image would cost the chain
+of inter frames before it.  A slower JPEG (a busy executor) sends its image late."""
+
+
 class ImageRefused(Exception):
     """Raised by the ``send`` callback when the image may not go out now (no audio yet)."""
 
@@ -121,24 +128,26 @@ class FrameSampler:
             self.offer(frame)
 
     async def _sample(self) -> None:
-        """Images leave on a grid ``interval`` apart, never closer than
-        :data:`MIN_GAP_FRACTION` of it, and the frame is taken early enough (by the last
-        encode's duration) that they leave on time: fps on average, never more.
+        """Frames are taken on a grid ``interval`` apart (ahead of it by the last JPEG's
+        encoding time, at most :data:`MAX_LEAD_S`), and their images leave once ready,
+        never closer than :data:`MIN_GAP_FRACTION` of the interval to the one before:
+        fps on average, never more.
 
-        A late image (a busy loop, a frame that arrived after its slot) does not delay
-        the grid, so lateness does not add up into fewer images: the next ones catch up,
-        each at most 8% early; an image more than an interval late restarts the grid."""
+        A late image (a busy loop or executor, a frame that arrived after its slot) does
+        not move the grid, so lateness does not add up into fewer images (the next ones
+        catch up, each at most 8% early), nor into frames taken where a camera decoded
+        from its key frames has none (:mod:`omni_rtc.media.video_gate`); an image more
+        than an interval late restarts the grid."""
         loop = asyncio.get_running_loop()
         last_sent = -math.inf
         slot = -math.inf
-        """When the next image should leave."""
+        """The next image's place on the grid."""
         encode_lead = 0.0
         min_gap = MIN_GAP_FRACTION * self.interval
         while True:
-            leaves = max(slot, last_sent + min_gap)
-            self._due = leaves - encode_lead
+            self._due = slot - encode_lead
             await self._fresh.wait()
-            delay = leaves - encode_lead - self.clock()
+            delay = self._due - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             if not self.can_send():
@@ -154,18 +163,19 @@ class FrameSampler:
             if started - slot > self.interval:
                 slot = started  # fell behind (or the first image): a new grid from now
             next_slot = slot + self.interval
-            self._due = max(next_slot, started + min_gap) - encode_lead
+            self._due = next_slot - encode_lead
             if self.on_sample is not None:
                 self.on_sample()
             try:
-                image, encoded_in = await loop.run_in_executor(
-                    self.executor, _timed_encode, self.encoder, frame
+                image: EncodedImage = await loop.run_in_executor(
+                    self.executor, self.encoder.encode, frame
                 )
             except InvalidImage as exc:
                 log.warning("camera frame dropped: %s", str(exc))
                 continue
+            encoded_in = self.clock() - started
             self.stats.encode_seconds.append(encoded_in)
-            encode_lead = min(encoded_in, self.interval / 2)
+            encode_lead = min(encoded_in, MAX_LEAD_S)
             wait = max(slot, last_sent + min_gap) - self.clock()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -180,12 +190,3 @@ class FrameSampler:
             self.stats.images_sent += 1
             self.stats.last_size = (image.width, image.height)
             self.stats.last_bytes = len(image.data)
-
-
-def _timed_encode(encoder: JpegEncoder, frame: av.VideoFrame) -> tuple[EncodedImage, float]:
-    """The image, and the thread's CPU time it took: the frame is taken that much ahead
-    of its slot.  Not the wall time: a wait for a busy executor's thread is no reason to
-    take frames earlier (an earlier frame can cost a whole chain of inter frames)."""
-    started = time.thread_time()
-    image = encoder.encode(frame)
-    return image, time.thread_time() - started

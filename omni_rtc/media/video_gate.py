@@ -28,8 +28,9 @@ relied on when the camera sends many frames per image (asking costs a key frame,
 inter frames' worth of bits); at the 5 frames a second the page asks for, every frame is
 decoded.
 
-:class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread: it runs on
-the event loop) and hands the decoded frame to the sampler.  While the process is busy
+:class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread per call, in
+the server's camera threads, :mod:`omni_rtc.camera_threads`, when it is given them) and
+hands the decoded frame to the sampler.  While the process is busy
 (``light``, :mod:`omni_rtc.light_cameras`) inter frames of VP8 senders with a key frame
 at least every 2 s are decoded without the loop filter (short chains: little drift),
 from their next key frame on (a decoder takes that setting when it opens; other senders
@@ -435,7 +436,10 @@ class VideoDecoder:
     sampler's next image is due, then the whole run of them goes to the executor in one
     job and only the newest is delivered: the event loop, which paces every call's
     audio, never waits for VP8, and wakes once per image instead of once per frame.  A
-    call has at most one job in the executor at a time (its frames decode in order).
+    call has at most one job in the executor at a time (its frames decode in order), and
+    a job's picture is delivered only if the sampler has taken no frame since the job was
+    sent (else it was for an image already made, and would be taken, a whole interval
+    old, for the next one); the sampler says so with :meth:`sampled`.
     """
 
     def __init__(
@@ -469,6 +473,8 @@ class VideoDecoder:
         self._flush_when_done = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._keys_kept = 0
+        self._samples = 0
+        """Frames the sampler has taken (:meth:`sampled`)."""
         self._closed = False
         self._fallback: Any = None
 
@@ -495,7 +501,10 @@ class VideoDecoder:
             opening = self._opening(mime, light=False)
         if key:
             self._keys_kept += 1
-            self._pending.clear()  # nothing before a key frame is needed any more
+            # Nothing before a key frame is needed any more, except a decoder it was to open.
+            if opening is None:
+                opening = next((f.opening for f in reversed(self._pending) if f.opening), None)
+            self._pending.clear()
         self._pending.append(_KeptFrame(data, timestamp, opening, self._keys_kept))
         if self._executor is None:
             self._decode_now()
@@ -512,6 +521,7 @@ class VideoDecoder:
 
     def sampled(self) -> None:
         """The sampler took a frame (it may be time to learn whether PLIs work)."""
+        self._samples += 1
         if self.gate.after_sample(self._clock(), self._interval()):
             self._request_key_frame()
 
@@ -539,7 +549,7 @@ class VideoDecoder:
 
     def _decode_now(self) -> None:
         batch, self._pending = self._pending, []
-        self._decoded(self._frames.decode(batch), batch[-1].keys_kept)
+        self._decoded(self._frames.decode(batch), batch[-1].keys_kept, self._samples)
 
     def _flush(self) -> None:
         """The kept frames to the executor (after the job in flight, if any)."""
@@ -556,34 +566,39 @@ class VideoDecoder:
             job = asyncio.get_running_loop().run_in_executor(
                 self._executor, self._frames.decode, batch
             )
-        except RuntimeError:  # the executor is shut down: the server is stopping
+        except RuntimeError as exc:  # shut down (the server is stopping), or broken
+            log.warning("camera frames are no longer decoded: %s", exc)
             self.close()
             return
         self._in_flight = True
-        job.add_done_callback(lambda done: self._job_done(done, batch[-1].keys_kept))
+        keys_kept, samples = batch[-1].keys_kept, self._samples
+        job.add_done_callback(lambda done: self._job_done(done, keys_kept, samples))
 
-    def _job_done(self, job: asyncio.Future[_Decoded], keys_kept: int) -> None:
+    def _job_done(self, job: asyncio.Future[_Decoded], keys_kept: int, samples: int) -> None:
         self._in_flight = False
         if self._closed or job.cancelled():
             return
         error = job.exception()
         if error is not None:
             log.warning("camera decoding failed: %r", error)
-            self._decoded(_Decoded(None, failed=True), keys_kept)
+            self._decoded(_Decoded(None, failed=True), keys_kept, samples)
         else:
-            self._decoded(job.result(), keys_kept)
+            self._decoded(job.result(), keys_kept, samples)
         if self._flush_when_done:
             self._flush_when_done = False
             self._flush()
 
-    def _decoded(self, result: _Decoded, keys_kept: int) -> None:
+    def _decoded(self, result: _Decoded, keys_kept: int, samples: int) -> None:
+        """A run's outcome, on the loop.  ``keys_kept`` and ``samples`` as they were when
+        it was sent to the decoder."""
         if result.failed:
-            if keys_kept == self._keys_kept:  # no newer key frame restarted the chain
+            if keys_kept == self._keys_kept:  # the chain is broken until the next key frame
                 self.gate.decode_failed()
-            else:
+                self._pending = [f for f in self._pending if f.keys_kept != keys_kept]
+                self._request_key_frame()
+            else:  # a newer key frame is already on its way to the decoder
                 self.gate.stats.decode_errors += 1
-            self._request_key_frame()
-        if result.frame is not None:
+        if result.frame is not None and samples == self._samples:
             self._deliver(result.frame)
 
     def _decode_other(self, codec: Any, data: bytes, timestamp: int) -> None:

@@ -359,6 +359,8 @@ class WebRtcCall:
             await self.closed.wait()
             return
         self._closing = True
+        for decoder in self.video_decoders:
+            decoder.close()  # no picture for a sampler that is stopping
         await self.conversation.close(reason, detail)
         self.ended_reason = self.conversation.ended_reason
         await self._drain_channel()
@@ -366,7 +368,6 @@ class WebRtcCall:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), 2)
         for decoder in self.video_decoders:
-            decoder.close()
             log.debug(
                 "call %s: camera frames %s, PLIs %s",
                 self.id,
