@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
-import time
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,6 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
 from .calls import CallManager, CallOptions, CapacityError, OfferError
-from .camera_threads import CameraThreads
 from .config import Settings
 from .conversation.core import Conversation
 from .conversation.events import Notice
@@ -81,19 +80,15 @@ class Bridge:
         use_in_aiortc()  # no resampler threads per call in aiortc's encoders
         allow_rsa_peers()  # DTLS with RSA-certificate peers (GStreamer, WHIP tools)
         self.metrics = metrics or Metrics()
-        self.camera_threads = CameraThreads(max(2, min(4, os.cpu_count() or 2)))
-        self.executor = self.camera_threads.executor
-        """Camera decoding and JPEG encoding, off the event loop and below its priority."""
-        camera_cpu = self.camera_threads.cpu_seconds
-        self.load = LoopLoad(
-            self.settings.max_loop_busy / 100,
-            cpu_clock=lambda: time.thread_time() + camera_cpu(),
-        )
+        self.load = LoopLoad(self.settings.max_loop_busy / 100)
         self.calls = CallManager(self.settings.max_calls, self.metrics, self.load)
         self.metrics.watch_overload(
             lambda: self.calls.overloaded,
             lambda: self.load.lean_share,
             lambda: self.load.light,
+        )
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="omni-rtc-jpeg"
         )
         self._upstream_url = upstream_url or self.settings.base_url()
         self._emulator: Emulator | None = None
@@ -139,7 +134,7 @@ class Bridge:
         self._closed = True
         await self.calls.close_all(reason)
         self.load.stop()
-        self.camera_threads.shutdown()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         if self._emulator is not None:
             await self._emulator.stop()
             self._emulator = None

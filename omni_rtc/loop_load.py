@@ -1,15 +1,14 @@
 """How full this process's event loop is: the sign that it holds as many calls as it can.
 
 Every call's media runs on one event loop, so one core is the limit of a process.  Two
-signs that it is reached, both over the last two seconds: the CPU time of the loop
-thread and of the camera threads that work for it (how busy it is), and how late a
-timer fires (the median lag: under a millisecond while the loop has time to spare; many
-milliseconds when it is saturated, or when other processes take its core).  Measured
-with peer-bench's A/V calls on one core: at 16 calls the process used 73% of the core
-and the median lag was 0.7 ms; at 24, 99% and 18-30 ms, and the calls missed real time.
-A call added then takes the others down with it, so the bridge refuses new calls (503 +
-Retry-After; the front tries another worker) while the loop is over its limit, until it
-is well under it again.
+signs that it is reached, both over the last two seconds: the loop thread's CPU time
+(how busy it is), and how late a timer fires (the median lag: under a millisecond while
+the loop has time to spare; many milliseconds when it is saturated, or when other
+processes take its core).  Measured with peer-bench's A/V calls on one core: at 16 calls
+the process used 73% of the core and the median lag was 0.7 ms; at 24, 99% and 18-30
+ms, and the calls missed real time.  A call added then takes the others down with it,
+so the bridge refuses new calls (503 + Retry-After; the front tries another worker)
+while the loop is over its limit, until it is well under it again.
 
 Refusing protects the calls from new ones, not from themselves: a camera that sends
 more, or a neighbour taking the core, can still push the loop past real time.  So a
@@ -113,8 +112,7 @@ class LoopLoad:
 
     @property
     def busy(self) -> float:
-        """CPU time (``cpu_clock``: the loop thread's, in the bridge also its camera
-        threads') over the window, as a share of the wall time."""
+        """The loop thread's CPU time over the window, as a share of the wall time."""
         return self._busy_over(len(self._clocks) - 1)
 
     def _busy_over(self, ticks: int) -> float:

@@ -28,9 +28,8 @@ relied on when the camera sends many frames per image (asking costs a key frame,
 inter frames' worth of bits); at the 5 frames a second the page asks for, every frame is
 decoded.
 
-:class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread per call, in
-the server's camera threads, :mod:`omni_rtc.camera_threads`, when it is given them) and
-hands the decoded frame to the sampler.  While the process is busy
+:class:`VideoDecoder` wraps the gate around FFmpeg's decoder (one thread: it runs on
+the event loop) and hands the decoded frame to the sampler.  While the process is busy
 (``light``, :mod:`omni_rtc.light_cameras`) inter frames of VP8 senders with a key frame
 at least every 2 s are decoded without the loop filter (short chains: little drift),
 from their next key frame on (a decoder takes that setting when it opens; other senders
@@ -39,12 +38,10 @@ would switch only at a key frame that may be minutes away).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -430,16 +427,6 @@ class VideoDecoder:
     whether inter frames are decoded without the loop filter (checked at key frames).
     Codecs the gate does not understand are decoded frame by frame with aiortc's own
     decoder.
-
-    Without an ``executor`` every frame the gate keeps is decoded at once and delivered.
-    With one (the server's camera threads), the frames the gate keeps wait until the
-    sampler's next image is due, then the whole run of them goes to the executor in one
-    job and only the newest is delivered: the event loop, which paces every call's
-    audio, never waits for VP8, and wakes once per image instead of once per frame.  A
-    call has at most one job in the executor at a time (its frames decode in order), and
-    a job's picture is delivered only if the sampler has taken no frame since the job was
-    sent (else it was for an image already made, and would be taken, a whole interval
-    old, for the next one); the sampler says so with :meth:`sampled`.
     """
 
     def __init__(
@@ -452,30 +439,19 @@ class VideoDecoder:
         lean: Callable[[], bool] = lambda: False,
         light: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
-        executor: Executor | None = None,
     ) -> None:
         self.gate = DecodeGate()
         self._lean = lean
         self._light = light
         self.decoding_light = False
-        """The decoder (as of the newest kept frame) skips the loop filter on inter frames."""
+        """The open decoder skips the loop filter on inter frames."""
         self._due = due
         self._interval = interval
         self._deliver = deliver
         self._request_key_frame = request_key_frame
         self._clock = clock
-        self._executor = executor
         self._codec_name: str | None = None
-        """The codec the kept frames go to (the decoder itself may still be behind)."""
-        self._frames = _FrameRun()
-        self._pending: list[_KeptFrame] = []
-        self._in_flight = False
-        self._flush_when_done = False
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._keys_kept = 0
-        self._samples = 0
-        """Frames the sampler has taken (:meth:`sampled`)."""
-        self._closed = False
+        self._codec: Any = None
         self._fallback: Any = None
 
     def __call__(self, codec: Any, data: bytes, timestamp: int) -> None:
@@ -494,112 +470,50 @@ class VideoDecoder:
         )
         if send_pli:
             self._request_key_frame()
-        if not decode or self._closed:
+        if not decode:
             return
-        opening = self._open_for_key_frame(mime, now) if key else None
-        if opening is None and self._codec_name != mime:
-            opening = self._opening(mime, light=False)
         if key:
-            self._keys_kept += 1
-            # Nothing before a key frame is needed any more, except a decoder it was to open.
-            if opening is None:
-                opening = next((f.opening for f in reversed(self._pending) if f.opening), None)
-            self._pending.clear()
-        self._pending.append(_KeptFrame(data, timestamp, opening, self._keys_kept))
-        if self._executor is None:
-            self._decode_now()
-        elif now >= due or len(self._pending) >= MAX_KEPT_FRAMES:
-            self._flush()
-        elif self._flush_timer is None and due != NEVER:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(due - now, self._flush)
-
-    @property
-    def decoding(self) -> bool:
-        """Frames are being decoded in the executor."""
-        return self._in_flight
+            self._open_for_key_frame(mime, now)
+        frame = self._decode(mime, data, timestamp)
+        if frame is not None:
+            self._deliver(frame)
 
     def sampled(self) -> None:
         """The sampler took a frame (it may be time to learn whether PLIs work)."""
-        self._samples += 1
         if self.gate.after_sample(self._clock(), self._interval()):
             self._request_key_frame()
 
-    def close(self) -> None:
-        """The call ended: nothing more is decoded or delivered."""
-        self._closed = True
-        self._pending.clear()
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-
-    def _open_for_key_frame(self, mime: str, now: float) -> tuple[str, bool] | None:
+    def _open_for_key_frame(self, mime: str, now: float) -> None:
         """Nothing before a key frame is needed: open the decoder light or in full, as
         the process asks (light only for VP8 senders that send key frames of their own
         often: a sender keyed by our PLIs may stop answering, and its chain grow long)."""
         light = mime == "video/vp8" and self._light() and self.gate.keys_of_its_own_often(now)
         if self._codec_name != mime or light != self.decoding_light:
-            return self._opening(mime, light=light)
-        return None
+            self._open(mime, light=light)
 
-    def _opening(self, mime: str, *, light: bool) -> tuple[str, bool]:
+    def _decode(self, mime: str, data: bytes, timestamp: int) -> av.VideoFrame | None:
+        if self._codec_name != mime:
+            self._open(mime, light=False)
+        packet = av.Packet(data)
+        packet.pts = timestamp
+        try:
+            frames = self._codec.decode(packet)
+        except av.FFmpegError as exc:
+            self.gate.decode_failed()
+            log.debug("camera frame did not decode: %s", exc)
+            self._request_key_frame()
+            return None
+        last = frames[-1] if frames else None
+        return last if isinstance(last, av.VideoFrame) else None
+
+    def _open(self, mime: str, *, light: bool) -> None:
+        """A fresh decoder (its first frame is a key frame, or nothing decodes)."""
+        self._codec = av.CodecContext.create(_DECODERS[mime], "r")
+        self._codec.thread_count = 1  # on the event loop: no threads, no frame delay
+        if light:
+            self._codec.options = {"skip_loop_filter": "nokey"}
         self._codec_name = mime
         self.decoding_light = light
-        return (mime, light)
-
-    def _decode_now(self) -> None:
-        batch, self._pending = self._pending, []
-        self._decoded(self._frames.decode(batch), batch[-1].keys_kept, self._samples)
-
-    def _flush(self) -> None:
-        """The kept frames to the executor (after the job in flight, if any)."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        if self._in_flight:
-            self._flush_when_done = True
-            return
-        if not self._pending or self._closed:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            job = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._frames.decode, batch
-            )
-        except RuntimeError as exc:  # shut down (the server is stopping), or broken
-            log.warning("camera frames are no longer decoded: %s", exc)
-            self.close()
-            return
-        self._in_flight = True
-        keys_kept, samples = batch[-1].keys_kept, self._samples
-        job.add_done_callback(lambda done: self._job_done(done, keys_kept, samples))
-
-    def _job_done(self, job: asyncio.Future[_Decoded], keys_kept: int, samples: int) -> None:
-        self._in_flight = False
-        if self._closed or job.cancelled():
-            return
-        error = job.exception()
-        if error is not None:
-            log.warning("camera decoding failed: %r", error)
-            self._decoded(_Decoded(None, failed=True), keys_kept, samples)
-        else:
-            self._decoded(job.result(), keys_kept, samples)
-        if self._flush_when_done:
-            self._flush_when_done = False
-            self._flush()
-
-    def _decoded(self, result: _Decoded, keys_kept: int, samples: int) -> None:
-        """A run's outcome, on the loop.  ``keys_kept`` and ``samples`` as they were when
-        it was sent to the decoder."""
-        if result.failed:
-            if keys_kept == self._keys_kept:  # the chain is broken until the next key frame
-                self.gate.decode_failed()
-                self._pending = [f for f in self._pending if f.keys_kept != keys_kept]
-                self._request_key_frame()
-            else:  # a newer key frame is already on its way to the decoder
-                self.gate.stats.decode_errors += 1
-        if result.frame is not None and samples == self._samples:
-            self._deliver(result.frame)
 
     def _decode_other(self, codec: Any, data: bytes, timestamp: int) -> None:
         from aiortc.codecs import get_decoder
@@ -618,55 +532,3 @@ class VideoDecoder:
         for frame in frames:
             if isinstance(frame, av.VideoFrame):
                 self._deliver(frame)
-
-
-MAX_KEPT_FRAMES = 64
-"""Frames kept waiting for the sampler, at most (2 s at 30 fps): then decoded anyway."""
-
-
-@dataclass
-class _KeptFrame:
-    data: bytes
-    timestamp: int
-    opening: tuple[str, bool] | None
-    """Open a fresh decoder for this (key) frame: (mime type, light)."""
-    keys_kept: int
-    """How many key frames the call had kept when this frame was."""
-
-
-@dataclass
-class _Decoded:
-    frame: av.VideoFrame | None
-    failed: bool = False
-
-
-class _FrameRun:
-    """FFmpeg's decoder for one call: runs on one thread at a time, frames in order."""
-
-    def __init__(self) -> None:
-        self._codec: Any = None
-
-    def decode(self, batch: list[_KeptFrame]) -> _Decoded:
-        """Every frame of ``batch`` in order; the newest picture.  A frame FFmpeg refuses
-        ends the run (the chain is broken until the next key frame)."""
-        last: av.VideoFrame | None = None
-        for kept in batch:
-            if kept.opening is not None:
-                self._open(*kept.opening)
-            packet = av.Packet(kept.data)
-            packet.pts = kept.timestamp
-            try:
-                frames = self._codec.decode(packet)
-            except av.FFmpegError as exc:
-                log.debug("camera frame did not decode: %s", exc)
-                return _Decoded(last, failed=True)
-            if frames and isinstance(frames[-1], av.VideoFrame):
-                last = frames[-1]
-        return _Decoded(last)
-
-    def _open(self, mime: str, light: bool) -> None:
-        """A fresh decoder (its first frame is a key frame, or nothing decodes)."""
-        self._codec = av.CodecContext.create(_DECODERS[mime], "r")
-        self._codec.thread_count = 1  # a frame in, its picture out: no frame delay
-        if light:
-            self._codec.options = {"skip_loop_filter": "nokey"}

@@ -196,7 +196,6 @@ class WebRtcCall:
             lean=self.lean_video,
             light=self.light_video,
             clock=sampler.clock,
-            executor=self.conversation.executor,
         )
         sampler.on_sample = decoder.sampled
         route.to = decoder
@@ -359,8 +358,6 @@ class WebRtcCall:
             await self.closed.wait()
             return
         self._closing = True
-        for decoder in self.video_decoders:
-            decoder.close()  # no picture for a sampler that is stopping
         await self.conversation.close(reason, detail)
         self.ended_reason = self.conversation.ended_reason
         await self._drain_channel()
