@@ -151,8 +151,11 @@ class FrameSampler:
             if delay > 0:
                 await asyncio.sleep(delay)
             if not self.can_send():
-                # The service rejects images before audio: wait for audio, don't queue.
+                # The service rejects images before audio: wait for audio, don't queue,
+                # and don't keep the frame: it would be seconds old by then.
                 self.stats.waits_for_audio += 1
+                self._latest = None
+                self._fresh.clear()
                 await asyncio.sleep(min(0.05, self.interval))
                 continue
             frame, self._latest = self._latest, None
@@ -184,6 +187,7 @@ class FrameSampler:
                 await self.send(image.data)
             except ImageRefused:
                 self.stats.images_refused += 1
+                slot = next_slot  # the next try at the next slot, not with the next frame
                 continue
             slot = next_slot
             last_sent = sending

@@ -177,3 +177,52 @@ async def test_late_images_do_not_add_up_into_fewer_images() -> None:
     assert gaps.min() >= 0.46 - 0.005, gaps
     assert len(times) >= 20, times  # 2 a second; late images used to cost ~1 in 12
     assert (times[-1] - times[0]) / (len(times) - 1) <= 0.505, gaps
+
+
+async def test_no_image_of_a_frame_kept_while_no_audio_could_be_sent() -> None:
+    """Push-to-talk between turns: the frame from before the gap is not sent after it."""
+    audio = {"on": False}
+    sent: list[int] = []
+
+    async def send(jpeg: bytes) -> None:
+        sent.append(len(jpeg))
+
+    sampler = FrameSampler(
+        None, fps=2, encoder=JpegEncoder(), can_send=lambda: audio["on"], send=send
+    )
+    old, new = SyntheticCamera(0, size=(320, 240)).frames[:2]
+    sampler.start()
+    try:
+        sampler.offer(old)  # the last frame decoded before the caller stopped talking
+        await asyncio.sleep(0.3)
+        audio["on"] = True
+        await asyncio.sleep(0.6)
+        assert sent == []  # not the frame from before the gap
+        sampler.offer(new)
+        await asyncio.sleep(0.3)
+    finally:
+        await sampler.stop()
+    assert len(sent) == 1
+
+
+async def test_a_refused_image_is_tried_again_at_the_next_slot_not_every_frame() -> None:
+    encodes = itertools.count()
+    encoder = JpegEncoder()
+    original = encoder.encode
+
+    def encode(frame: av.VideoFrame):  # type: ignore[no-untyped-def]
+        next(encodes)
+        return original(frame)
+
+    encoder.encode = encode  # type: ignore[method-assign]
+
+    async def refuse(jpeg: bytes) -> None:
+        raise ImageRefused
+
+    camera = SyntheticCamera(seconds=3, size=(320, 240))
+    sampler = FrameSampler(camera, fps=2, encoder=encoder, can_send=lambda: True, send=refuse)
+    sampler.start()
+    await asyncio.sleep(3.0)
+    await sampler.stop()
+    assert 4 <= sampler.stats.images_refused <= 8  # one a slot, not one a frame (~90)
+    assert next(encodes) <= 8
