@@ -183,13 +183,12 @@ class FrameSampler:
             if wait > 0:
                 await asyncio.sleep(wait)
             sending = self.clock()
+            slot = next_slot  # sent or refused: the next image at the next slot
             try:
                 await self.send(image.data)
             except ImageRefused:
                 self.stats.images_refused += 1
-                slot = next_slot  # the next try at the next slot, not with the next frame
                 continue
-            slot = next_slot
             last_sent = sending
             self.stats.images_sent += 1
             self.stats.last_size = (image.width, image.height)
