@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -68,10 +69,13 @@ def run_below_the_loop() -> None:
     An image may leave tens of milliseconds late; a caller's audio and the model's reply
     may not.  On a core that the loop shares with these threads, a JPEG at the same
     priority held the loop off its sockets and reply clock: beside 24 A/V calls the beep
-    round trip was 143-149 ms with the threads niced against 161-171 without (bench/
-    RESULTS.md), at the same 2 images a second.  Where the priority cannot change (no
-    such call on this platform), the threads run as before.
+    round trip was 143-150 ms with the threads niced against 154-171 without (bench/
+    RESULTS.md), at the same 2 images a second.  Only Linux takes a thread id for a
+    process id here (elsewhere it could renice another process): other platforms, and
+    a priority that cannot change, leave the threads as they were.
     """
+    if not sys.platform.startswith("linux"):
+        return
     tid = threading.get_native_id()
     with contextlib.suppress(AttributeError, OSError):
         niceness = os.getpriority(os.PRIO_PROCESS, tid)
