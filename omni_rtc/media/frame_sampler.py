@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,6 +32,11 @@ MAX_LEAD_S = 0.08
 frames is skipped in wait for the next key frame only if the image is due no more than
 0.1 s before it (``DecodeGate.slack``); taken earlier, every image would cost the chain
 of inter frames before it.  A slower JPEG (a busy executor) sends its image late."""
+
+
+TYPICAL_ENCODES = 8
+"""The median of this many last encoding times predicts the next: one slow encode (a
+stalled executor) is not the norm."""
 
 
 class ImageRefused(Exception):
@@ -127,6 +134,18 @@ class FrameSampler:
                 continue
             self.offer(frame)
 
+    def _typical_encode(self) -> float:
+        recent = list(itertools.islice(reversed(self.stats.encode_seconds), TYPICAL_ENCODES))
+        return statistics.median(recent) if recent else 0.0
+
+    def _take_at(self, slot: float, leaves_after: float, encode_lead: float) -> float:
+        """When to take the frame for the image at ``slot`` that may not leave before
+        ``leaves_after`` (the gap to the one before): on the grid, ahead of it by the
+        encoding lead, unless the image would then wait for the gap: then just in time to
+        be encoded when it may leave.  Taken at their slots, the images after one 0.4 s
+        late would carry frames up to 0.4 s old for five seconds."""
+        return max(slot - encode_lead, leaves_after - self._typical_encode())
+
     async def _sample(self) -> None:
         """Frames are taken on a grid ``interval`` apart (ahead of it by the last JPEG's
         encoding time, at most :data:`MAX_LEAD_S`), and their images leave once ready,
@@ -137,7 +156,9 @@ class FrameSampler:
         not move the grid, so lateness does not add up into fewer images (the next ones
         catch up, each at most 8% early), nor into frames taken where a camera decoded
         from its key frames has none (:mod:`omni_rtc.media.video_gate`); an image more
-        than an interval late restarts the grid."""
+        than an interval late restarts the grid.  While catching up, a frame that would
+        wait out the gap to the image before is taken later instead (see
+        :meth:`_take_at`)."""
         loop = asyncio.get_running_loop()
         last_sent = -math.inf
         slot = -math.inf
@@ -145,7 +166,7 @@ class FrameSampler:
         encode_lead = 0.0
         min_gap = MIN_GAP_FRACTION * self.interval
         while True:
-            self._due = slot - encode_lead
+            self._due = self._take_at(slot, last_sent + min_gap, encode_lead)
             await self._fresh.wait()
             delay = self._due - self.clock()
             if delay > 0:
@@ -166,7 +187,8 @@ class FrameSampler:
             if started - slot > self.interval:
                 slot = started  # fell behind (or the first image): a new grid from now
             next_slot = slot + self.interval
-            self._due = next_slot - encode_lead
+            leaves_about = max(slot, last_sent + min_gap, started + self._typical_encode())
+            self._due = self._take_at(next_slot, leaves_about + min_gap, encode_lead)
             if self.on_sample is not None:
                 self.on_sample()
             try:

@@ -226,3 +226,34 @@ async def test_a_refused_image_is_tried_again_at_the_next_slot_not_every_frame()
     await sampler.stop()
     assert 4 <= sampler.stats.images_refused <= 8  # one a slot, not one a frame (~90)
     assert next(encodes) <= 8
+
+
+async def test_images_after_a_late_one_carry_fresh_frames() -> None:
+    """One encode takes 0.35 s (a stalled executor): its image leaves late, and the ones
+    after it catch up on the 2 fps grid without carrying frames that waited for the
+    0.46 s gap (they were up to 0.4 s old when taken at their slots)."""
+    encoder = JpegEncoder()
+    original = encoder.encode
+    calls = itertools.count()
+    taken: list[int] = []
+
+    def encode(frame: av.VideoFrame):  # type: ignore[no-untyped-def]
+        taken.append(int(frame.pts or 0))
+        if next(calls) == 3:
+            time.sleep(0.35)
+        return original(frame)
+
+    encoder.encode = encode  # type: ignore[method-assign]
+    camera = SyntheticCamera(seconds=8.5, size=(320, 240))
+    upstream = Upstream(audio_after=0.0)
+    await run_sampler(camera, upstream, 2.0, encoder, duration=8.3)
+    assert camera.start is not None
+    sent_at = [upstream.t0 + t for t, _ in upstream.sent]
+    captured_at = [camera.start + pts / 90000 for pts in taken[: len(sent_at)]]
+    ages = [sent - captured for sent, captured in zip(sent_at, captured_at, strict=True)]
+    late = 3
+    assert ages[late] >= 0.3, ages  # the stalled one
+    assert max(ages[late + 1 :]) <= 0.2, ages
+    gaps = np.diff([t for t, _ in upstream.sent])
+    assert gaps.min() >= 0.46 - 0.005, gaps
+    assert len(sent_at) >= 15, sent_at  # 2 a second, the late one caught up
