@@ -39,6 +39,12 @@ TYPICAL_ENCODES = 8
 stalled executor) is not the norm."""
 
 
+CATCH_UP_MARGIN_S = 0.08
+"""While catching up, a frame is taken this much before it would be encoded just in
+time to leave: an encode slower than the typical one still leaves on time (the catch-up
+keeps its pace), and a steadily slow, jittery executor's frames stay on the grid."""
+
+
 class ImageRefused(Exception):
     """Raised by the ``send`` callback when the image may not go out now (no audio yet)."""
 
@@ -138,13 +144,15 @@ class FrameSampler:
         recent = list(itertools.islice(reversed(self.stats.encode_seconds), TYPICAL_ENCODES))
         return statistics.median(recent) if recent else 0.0
 
-    def _take_at(self, slot: float, leaves_after: float, encode_lead: float) -> float:
+    def _take_at(self, slot: float, earliest_leave: float, encode_lead: float) -> float:
         """When to take the frame for the image at ``slot`` that may not leave before
-        ``leaves_after`` (the gap to the one before): on the grid, ahead of it by the
-        encoding lead, unless the image would then wait for the gap: then just in time to
-        be encoded when it may leave.  Taken at their slots, the images after one 0.4 s
-        late would carry frames up to 0.4 s old for five seconds."""
-        return max(slot - encode_lead, leaves_after - self._typical_encode())
+        ``earliest_leave`` (the gap to the one before): on the grid, ahead of it by the
+        encoding lead, unless the image would then wait for the gap: then in time to be
+        encoded when it may leave (less :data:`CATCH_UP_MARGIN_S`).  Taken at their
+        slots, the images after one 0.4 s late carried frames up to 0.4 s old for five
+        seconds."""
+        just_in_time = earliest_leave - self._typical_encode() - CATCH_UP_MARGIN_S
+        return max(slot - encode_lead, just_in_time)
 
     async def _sample(self) -> None:
         """Frames are taken on a grid ``interval`` apart (ahead of it by the last JPEG's
@@ -157,8 +165,9 @@ class FrameSampler:
         catch up, each at most 8% early), nor into frames taken where a camera decoded
         from its key frames has none (:mod:`omni_rtc.media.video_gate`); an image more
         than an interval late restarts the grid.  While catching up, a frame that would
-        wait out the gap to the image before is taken later instead (see
-        :meth:`_take_at`)."""
+        wait out the gap to the image before is taken off the grid, later (see
+        :meth:`_take_at`): a fresher image for a few more decoded frames from a camera
+        decoded from its key frames."""
         loop = asyncio.get_running_loop()
         last_sent = -math.inf
         slot = -math.inf
@@ -166,7 +175,8 @@ class FrameSampler:
         encode_lead = 0.0
         min_gap = MIN_GAP_FRACTION * self.interval
         while True:
-            self._due = self._take_at(slot, last_sent + min_gap, encode_lead)
+            take_at = self._take_at(slot, last_sent + min_gap, encode_lead)
+            self._due = take_at
             await self._fresh.wait()
             delay = self._due - self.clock()
             if delay > 0:
@@ -184,11 +194,12 @@ class FrameSampler:
             if frame is None:
                 continue
             started = self.clock()
-            if started - slot > self.interval:
+            if started - max(slot, take_at) > self.interval:
                 slot = started  # fell behind (or the first image): a new grid from now
             next_slot = slot + self.interval
-            leaves_about = max(slot, last_sent + min_gap, started + self._typical_encode())
-            self._due = self._take_at(next_slot, leaves_about + min_gap, encode_lead)
+            # Until this image is sent, the next frame is due on the grid: too early a due
+            # costs decoding, too late one could have the gate skip frames it then needs.
+            self._due = next_slot - encode_lead
             if self.on_sample is not None:
                 self.on_sample()
             try:

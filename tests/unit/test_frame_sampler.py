@@ -1,6 +1,7 @@
 import asyncio
 import fractions
 import itertools
+import random
 import threading
 import time
 
@@ -229,18 +230,18 @@ async def test_a_refused_image_is_tried_again_at_the_next_slot_not_every_frame()
 
 
 async def test_images_after_a_late_one_carry_fresh_frames() -> None:
-    """One encode takes 0.35 s (a stalled executor): its image leaves late, and the ones
-    after it catch up on the 2 fps grid without carrying frames that waited for the
-    0.46 s gap (they were up to 0.4 s old when taken at their slots)."""
+    """One encode takes 0.35 s (a stalled executor), the others 0-60 ms: the late image's
+    followers catch up on the 2 fps grid without carrying frames that waited for the
+    0.46 s gap."""
     encoder = JpegEncoder()
     original = encoder.encode
     calls = itertools.count()
     taken: list[int] = []
+    jitter = random.Random(3)
 
     def encode(frame: av.VideoFrame):  # type: ignore[no-untyped-def]
         taken.append(int(frame.pts or 0))
-        if next(calls) == 3:
-            time.sleep(0.35)
+        time.sleep(0.35 if next(calls) == 3 else jitter.uniform(0, 0.06))
         return original(frame)
 
     encoder.encode = encode  # type: ignore[method-assign]
@@ -253,7 +254,7 @@ async def test_images_after_a_late_one_carry_fresh_frames() -> None:
     ages = [sent - captured for sent, captured in zip(sent_at, captured_at, strict=True)]
     late = 3
     assert ages[late] >= 0.3, ages  # the stalled one
-    assert max(ages[late + 1 :]) <= 0.2, ages
+    assert max(ages[late + 1 :]) <= 0.25, ages  # 0.39 when taken at their slots
     gaps = np.diff([t for t, _ in upstream.sent])
     assert gaps.min() >= 0.46 - 0.005, gaps
     assert len(sent_at) >= 15, sent_at  # 2 a second, the late one caught up

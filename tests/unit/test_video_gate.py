@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import math
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -474,25 +475,34 @@ def test_lean_holds_on_a_loaded_loop_where_key_frames_arrive_late() -> None:
 
 
 class WaitingExecutor(ThreadPoolExecutor):
-    """Each job waits ``wait`` s in the thread before it runs: a busy executor."""
+    """Each job waits ``wait`` s (give or take ``jitter``) in the thread before it runs:
+    a busy executor."""
 
-    def __init__(self, wait: float) -> None:
+    def __init__(self, wait: float, jitter: float = 0.0) -> None:
         super().__init__(max_workers=1)
         self.wait = wait
+        self.jitter = jitter
+        self.random = random.Random(7)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        wait = self.wait + self.random.uniform(-self.jitter, self.jitter)
+
         def waited() -> Any:
-            time.sleep(self.wait)
+            time.sleep(wait)
             return fn(*args, **kwargs)
 
         return super().submit(waited)
 
 
-async def test_a_busy_jpeg_executor_does_not_make_the_gate_decode_whole_chains() -> None:
-    """JPEGs that wait 150 ms for their thread (a loaded host): the sampler still takes
-    its frames on its grid.  Taken ahead of it by the whole wait, or later and later as
-    late images pushed the next ones, they would fall where the gate has no key frame,
-    and every image would cost a chain of inter frames (25-26 frames a second here)."""
+@pytest.mark.parametrize("jitter", [0.0, 0.1])
+async def test_a_busy_jpeg_executor_does_not_make_the_gate_decode_whole_chains(
+    jitter: float,
+) -> None:
+    """JPEGs that wait 150 ms (give or take ``jitter``) for their thread (a loaded
+    host): the sampler still takes its frames on its grid.  Taken ahead of it by the
+    whole wait, or later and later as late images pushed the next ones, they would fall
+    where the gate has no key frame, and every image would cost a chain of inter frames
+    (25-26 frames a second here)."""
     from omni_rtc.media.frame_sampler import FrameSampler
     from omni_rtc.media.jpeg import JpegEncoder
 
@@ -502,7 +512,7 @@ async def test_a_busy_jpeg_executor_does_not_make_the_gate_decode_whole_chains()
     async def send(jpeg: bytes) -> None:
         sent.append(time.monotonic())
 
-    jpeg_thread = WaitingExecutor(0.15)
+    jpeg_thread = WaitingExecutor(0.15, jitter)
     sampler = FrameSampler(
         None, fps=2, encoder=JpegEncoder(), can_send=lambda: True, send=send,
         executor=jpeg_thread,
